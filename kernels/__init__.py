@@ -1,0 +1,1 @@
+"""Triton kernels, installed as ``visionattn.kernels``; only :mod:`visionattn.ops` calls them."""

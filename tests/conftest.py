@@ -1,0 +1,39 @@
+"""Shared pytest fixtures: paths to the upstream reference files and small deterministic helpers."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Triton decides at kernel definition whether to interpret, so this must precede any kernel import.
+os.environ.setdefault('TRITON_INTERPRET', '1')
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+UPSTREAM_FIXTURES = Path(os.environ.get('VISIONATTN_UPSTREAM_FIXTURES',
+                                        REPO_ROOT.parent / 'shared' / 'fixtures' / 'upstream'))
+
+
+def load_upstream_fixture(name: str) -> dict:
+    """One of the official-code reference files (``<name>.pt``), or skip with the reason."""
+    path = UPSTREAM_FIXTURES / f'{name}.pt'
+    if not path.is_file():
+        pytest.skip(f'upstream fixture {path} is absent (set VISIONATTN_UPSTREAM_FIXTURES to the folder '
+                    'that holds the official-code reference files)')
+    return torch.load(path, map_location='cpu', weights_only=True)
+
+
+@pytest.fixture
+def upstream_manifests() -> dict:
+    """Key names and shapes of every official checkpoint (``official_state_dict_manifests.json``)."""
+    import json
+    path = UPSTREAM_FIXTURES / 'official_state_dict_manifests.json'
+    if not path.is_file():
+        pytest.skip(f'upstream manifests {path} are absent (set VISIONATTN_UPSTREAM_FIXTURES)')
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)

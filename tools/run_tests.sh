@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Set up .venv if needed, then run the test suite (CPU; Triton kernels under TRITON_INTERPRET=1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/setup_env.sh
+exec .venv/bin/python -m pytest -q "$@"

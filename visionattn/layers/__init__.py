@@ -1,0 +1,1 @@
+"""Attention modules (nn.Module) built on :mod:`visionattn.ops`, shared by the model families."""

@@ -1,0 +1,1 @@
+"""timm model families of visionattn: importing this package registers their entry points in timm."""
