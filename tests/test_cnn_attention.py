@@ -281,8 +281,9 @@ def test_modules_sit_where_the_papers_put_them():
         norm = block.bn3 if hasattr(block, 'bn3') else block.bn2
         assert isinstance(norm.act, TripletAttention) and isinstance(block.se, nn.Identity)
     mbv2 = timm.create_model('mobilenetv2_100_cbam')
-    assert all(isinstance(b.se, CBAM) and b.se.channel.fc1.in_channels == b.conv_dw.out_channels
-               for stage in mbv2.blocks for b in stage)
+    first, *expanding = (b for stage in mbv2.blocks for b in stage)
+    assert isinstance(first.se, nn.Identity)  # no expansion, no module (as Coordinate Attention's MobileNetV2)
+    assert all(isinstance(b.se, CBAM) and b.se.channel.fc1.in_channels == b.conv_dw.out_channels for b in expanding)
     assert mbv2.blocks[1][0].se.channel.fc1.in_channels == 96  # expanded width of the first 24-channel block
 
 

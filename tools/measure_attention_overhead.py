@@ -11,12 +11,14 @@ each module of :mod:`visionattn.layers.cnn_attention` in every block (plus timm'
   rounds (one forward of each model per round) so that load on the machine hits them alike;
   median and inter-quartile range per model, at each batch size.
 
-    python tools/measure_attention_overhead.py --threads 2 --rounds 15 --out benchmarks/attention_overhead_cpu.md
+    python tools/measure_attention_overhead.py --threads 2 --rounds 15 --out benchmarks/attention_overhead_cpu.md \\
+        --update-reported model_cards/reported/attention_cnn.json
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import platform
 import statistics
 import sys
@@ -29,15 +31,17 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import visionattn  # noqa: F401  (registers the models)
 
-MODELS = {  # label -> (timm name, kwargs)
-    'ResNet-50': ('resnet50', {}),
-    'ResNet-50 + SE (timm)': ('seresnet50', {}),
-    'ResNet-50 + CBAM': ('resnet50_cbam', {}),
-    'ResNet-50 + ELA-S': ('resnet50_ela', {}),
-    'ResNet-50 + ELA-L': ('resnet50_ela', dict(attn_kwargs=dict(size='L'))),
-    'ResNet-50 + ELA (timm variant)': ('resnet50', dict(block_args=dict(attn_layer='ela'))),
-    'ResNet-50 + Triplet (k=7)': ('resnet50_triplet', {}),
+MODELS = {  # label -> (timm name, kwargs, whether the row describes that model's default configuration)
+    'ResNet-50': ('resnet50', {}, True),
+    'ResNet-50 + SE (timm)': ('seresnet50', {}, True),
+    'ResNet-50 + CBAM': ('resnet50_cbam', {}, True),
+    'ResNet-50 + ELA-S': ('resnet50_ela', {}, True),
+    'ResNet-50 + ELA-L': ('resnet50_ela', dict(attn_kwargs=dict(size='L')), False),
+    'ResNet-50 + ELA (timm variant)': ('resnet50', dict(block_args=dict(attn_layer='ela')), False),
+    'ResNet-50 + Triplet (k=7)': ('resnet50_triplet', {}, True),
 }
+BASE, SE = 'ResNet-50', 'ResNet-50 + SE (timm)'
+MEASURED = 'measured in this repository: '
 
 
 def multiply_adds(model: torch.nn.Module, size: int) -> int:
@@ -79,16 +83,18 @@ def main() -> None:
     parser.add_argument('--rounds', type=int, default=15)
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--out', type=Path, help='also write the report (markdown) here')
+    parser.add_argument('--update-reported', type=Path,
+                        help="replace the measured entries of this model_cards/reported JSON with this run's")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    models = {label: timm.create_model(name, **kwargs).eval() for label, (name, kwargs) in MODELS.items()}
+    models = {label: timm.create_model(name, **kwargs).eval() for label, (name, kwargs, _) in MODELS.items()}
     params = {label: sum(p.numel() for p in m.parameters()) for label, m in models.items()}
     macs = {label: multiply_adds(m, args.size) for label, m in models.items()}
     latency = {b: time_models(models, b, args.size, args.rounds, args.warmup) for b in args.batches}
 
-    base, se = 'ResNet-50', 'ResNet-50 + SE (timm)'
+    base, se = BASE, SE
     lines = [
         f'# Overhead of CNN attention modules on ResNet-50 ({args.size}x{args.size})',
         '',
@@ -122,6 +128,34 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(report)
+    if args.update_reported:
+        update_reported(args, params, macs, latency)
+
+
+def update_reported(args: argparse.Namespace, params: dict, macs: dict, latency: dict) -> None:
+    """Write this run's overheads into the model cards' results, replacing earlier measured entries."""
+    cards = json.loads(args.update_reported.read_text()) if args.update_reported.exists() else {}
+    source = MEASURED + f'tools/measure_attention_overhead.py ({args.out or "stdout"})'
+    task = f'overhead on ResNet-50, {args.size}x{args.size}'
+    for label, (name, _, default) in MODELS.items():
+        if not default or label in (BASE, SE):
+            continue
+        card = cards.setdefault(name, {'weights': None, 'results': []})
+        results = [r for r in card['results'] if not r['source'].startswith(MEASURED)]
+        results += [
+            dict(task=task, metric='extra params vs ResNet-50 (k)', value=round((params[label] - params[BASE]) / 1e3, 1),
+                 setting='', source=source),
+            dict(task=task, metric='extra multiply-adds vs ResNet-50 (M)', value=round((macs[label] - macs[BASE]) / 1e6, 2),
+                 setting='conv and matmul multiply-adds (torch FlopCounterMode / 2), batch 1', source=source)]
+        for b, times in latency.items():
+            med = statistics.median(times[label])
+            for ref in (BASE, SE):
+                results.append(dict(
+                    task=task, metric=f'CPU latency vs {ref} (%)', value=round(100 * (med / statistics.median(times[ref]) - 1), 1),
+                    setting=f'batch {b}, {args.threads} threads, {cpu_name()}, median of {args.rounds} interleaved rounds',
+                    source=source))
+        card['results'] = results
+    args.update_reported.write_text(json.dumps(cards, indent=2) + '\n')
 
 
 if __name__ == '__main__':

@@ -9,7 +9,8 @@ The networks are timm's ``resnet18/50/101`` and ``mobilenetv2_100``; only the at
   official release). timm's blocks have no slot there, so the module takes the activation slot of
   that norm (``bn3.act``, ``bn2.act`` in the first block), which is an identity in MobileNetV2.
 - MobileNetV2, CBAM and ELA: on the expanded features after the depthwise conv (timm's ``se``
-  slot), where Coordinate Attention, which ELA builds on and compares with, puts its module.
+  slot) of every block with an expansion (all but the first), where Coordinate Attention, which
+  ELA builds on and compares with, puts its module (houqb/CoordAttention, ``mbv2_ca.py``).
 
 ``attn_kwargs`` of every entry point goes to the module (``dict(size='L')`` for ELA,
 ``dict(kernel_size=3)`` for Triplet). ELA defaults to ELA-B on ResNet-18 and MobileNetV2 and ELA-S
@@ -63,10 +64,11 @@ def _mobilenetv2_with_attention(attn_layer: Callable[..., nn.Module], after_proj
         for block in stage:
             ref = block.conv_dw.weight
             dd = dict(device=ref.device, dtype=ref.dtype)
+            expanded = hasattr(block, 'conv_pwl')  # InvertedResidual; the first block has no expansion
             if after_projection:
-                norm = block.bn3 if hasattr(block, 'bn3') else block.bn2
+                norm = block.bn3 if expanded else block.bn2
                 norm.act = attn_layer(norm.num_features, **dd)
-            else:
+            elif expanded:
                 block.se = attn_layer(block.conv_dw.out_channels, **dd)
     return model
 
@@ -298,7 +300,7 @@ def resnet101_cbam(pretrained: bool = False, **kwargs: Any) -> nn.Module:
 
 @register_model
 def mobilenetv2_100_cbam(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """MobileNetV2 with CBAM on the expanded features of every block."""
+    """MobileNetV2 with CBAM on the expanded features of every expanding block."""
     return _create_mobilenetv2('mobilenetv2_100_cbam', pretrained, 'cbam', **kwargs)
 
 
