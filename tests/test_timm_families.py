@@ -171,3 +171,21 @@ def test_pretrained_source_is_a_timm_hub_id(model_name):
     """``pretrained=True`` in the configs resolves to these hub ids (downloaded where a hub is reachable)."""
     cfg = timm.models.get_pretrained_cfg(model_name)
     assert cfg.has_weights and cfg.hf_hub_id == f'timm/{model_name}.{cfg.tag}'
+
+
+@pytest.mark.parametrize('family, names', [
+    ('davit', {'davit_tiny', 'davit_small', 'davit_base'}),
+    ('focalnet', {f'focalnet_{size}_{rf}' for size in ('tiny', 'small', 'base') for rf in ('srf', 'lrf')}),
+    ('halonet', {f'halonet_h{i}' for i in range(8)} | {'halonet26t', 'halonet50ts'}),
+])
+def test_reported_results_cover_every_variant(family, names):
+    """model_cards/reported/<family>.json follows CONTRIBUTING.md's schema for every usable variant."""
+    import json
+    from pathlib import Path
+    reported = json.loads((Path(__file__).parents[1] / 'model_cards' / 'reported' / f'{family}.json').read_text())
+    assert set(reported) == names and all(timm.is_model(name) for name in names)
+    for entry in reported.values():
+        assert set(entry['weights']) == {'source', 'license'}
+        assert entry['results'] and all(
+            set(res) == {'task', 'metric', 'value', 'setting', 'source'} and isinstance(res['value'], float)
+            for res in entry['results'])
