@@ -131,34 +131,30 @@ def _train_step(model: torch.nn.Module, batch: dict) -> dict:
     return losses
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize('family', sorted(FAMILIES))
-def test_mask_rcnn_loss_backward_predict(family):
-    from mmdet.registry import MODELS
-    init_default_scope('mmdet')
-    model = MODELS.build(tiny_mask_rcnn(FAMILIES[family][0]))
-    batch = _detection_batch()
-    losses = _train_step(model, batch)
-    assert {'loss_rpn_cls', 'loss_cls', 'loss_bbox', 'loss_mask'} <= set(losses)
-    model.eval()
-    with torch.no_grad():
-        results = model(**model.data_preprocessor(batch), mode='predict')
-    assert results[0].pred_instances.masks.shape[-2:] == (72, 88)
+def _mask_rcnn_case(family: str) -> tuple:
+    return 'mmdet', tiny_mask_rcnn(FAMILIES[family][0]), _detection_batch(), \
+        {'loss_rpn_cls', 'loss_cls', 'loss_bbox', 'loss_mask'}, lambda result: result.pred_instances.masks
+
+
+def _upernet_case(family: str) -> tuple:
+    return 'mmseg', tiny_upernet(FAMILIES[family][1]), _segmentation_batch(), \
+        {'decode.loss_ce', 'aux.loss_ce'}, lambda result: result.pred_sem_seg.data
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('family', sorted(FAMILIES))
-def test_upernet_loss_backward_predict(family):
-    from mmseg.registry import MODELS
-    init_default_scope('mmseg')
-    model = MODELS.build(tiny_upernet(FAMILIES[family][1]))
-    batch = _segmentation_batch()
-    losses = _train_step(model, batch)
-    assert {'decode.loss_ce', 'aux.loss_ce'} <= set(losses)
+@pytest.mark.parametrize('case', [_mask_rcnn_case, _upernet_case], ids=['mask_rcnn', 'upernet'])
+def test_loss_backward_predict(case, family):
+    """Train step (loss, backward, gradients reach the backbone) and prediction at the input size."""
+    import importlib
+    scope, cfg, batch, loss_names, prediction = case(family)
+    init_default_scope(scope)
+    model = importlib.import_module(f'{scope}.registry').MODELS.build(cfg)
+    assert loss_names <= set(_train_step(model, batch))
     model.eval()
     with torch.no_grad():
         results = model(**model.data_preprocessor(batch), mode='predict')
-    assert results[0].pred_sem_seg.data.shape[-2:] == (64, 80)
+    assert prediction(results[0]).shape[-2:] == batch['data_samples'][0].ori_shape
 
 
 @pytest.mark.parametrize('model_name', [

@@ -85,6 +85,19 @@ def stage_feature_info(model_name: str, **kwargs: Any) -> list[dict[str, Any]]:
     return _stages(_meta_features_model(model_name, **kwargs))
 
 
+def _channels_last(model: nn.Module) -> bool:
+    return str(getattr(model, 'output_fmt', 'NCHW')).endswith('NHWC')
+
+
+def _output_sides(model: nn.Module, in_chans: int, side: int) -> list[int] | None:
+    """Heights of the feature maps for a ``side`` x ``side`` input, or None if the model fails there."""
+    try:
+        features = model(torch.empty(1, in_chans, side, side, device='meta'))
+    except (RuntimeError, AssertionError, ValueError, NotImplementedError):
+        return None
+    return [f.shape[1] if _channels_last(model) else f.shape[2] for f in features]
+
+
 def _halo_multiple(model: nn.Module, in_chans: int, max_stride: int) -> int:
     """Input multiple that timm's halo attention needs: lcm of block size x input stride per layer."""
     halos = [m for m in model.modules() if isinstance(m, HaloAttn)]
@@ -101,19 +114,6 @@ def _halo_multiple(model: nn.Module, in_chans: int, max_stride: int) -> int:
         for hook in hooks:
             hook.remove()
     return math.lcm(*(m.block_size * (size // input_side[m]) for m in halos))
-
-
-def _channels_last(model: nn.Module) -> bool:
-    return str(getattr(model, 'output_fmt', 'NCHW')).endswith('NHWC')
-
-
-def _output_sides(model: nn.Module, in_chans: int, side: int) -> list[int] | None:
-    """Heights of the feature maps for a ``side`` x ``side`` input, or None if the model fails there."""
-    try:
-        features = model(torch.empty(1, in_chans, side, side, device='meta'))
-    except (RuntimeError, AssertionError, ValueError, NotImplementedError):
-        return None
-    return [f.shape[1] if _channels_last(model) else f.shape[2] for f in features]
 
 
 def _required_multiple(model: nn.Module, in_chans: int, multiple: int) -> int:
