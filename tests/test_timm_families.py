@@ -1,0 +1,187 @@
+"""DaViT, FocalNet and HaloNet through TimmBackbone inside a tiny mmdet Mask R-CNN and a tiny mmseg
+UPerNet: loss, backward, gradients in the backbone; and the timm hub ids the configs rely on."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import timm
+import torch
+from mmengine.config import ConfigDict
+from mmengine.registry import init_default_scope
+from mmengine.structures import InstanceData, PixelData
+
+import visionattn.mm  # noqa: F401  (registers TimmBackbone, arms the mmcv stand-ins)
+
+TINY_DAVIT = dict(model_name='davit_tiny', out_norm=dict(type='layernorm2d', eps=1e-5),
+                  model_kwargs=dict(embed_dims=(16, 32, 64, 128), depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8)))
+# timm's FocalNet and HaloNet entry points fix their widths: the smallest published variants stand in.
+FAMILIES = {
+    'davit': (TINY_DAVIT, TINY_DAVIT),
+    'focalnet': (dict(model_name='focalnet_tiny_srf', out_norm=dict(type='layernorm2d', eps=1e-5),
+                      model_kwargs=dict(focal_windows=(9, 9, 9, 9))),
+                 dict(model_name='focalnet_tiny_lrf', out_norm=dict(type='layernorm2d', eps=1e-5))),
+    'halonet': (dict(model_name='halonet_h0', frozen_stages=1, norm_eval=True), dict(model_name='halonet_h0')),
+}
+
+
+def _channels(backbone: dict) -> list[int]:
+    from visionattn.mm.backbones import stage_feature_info
+    return [s['num_chs'] for s in stage_feature_info(backbone['model_name'], **backbone.get('model_kwargs', {}))]
+
+
+def tiny_mask_rcnn(backbone: dict, channels: int = 16) -> ConfigDict:
+    """Mask R-CNN with 16-channel heads and few samples: the structure of the COCO configs, CPU-sized."""
+    roi = dict(type='RoIAlign', sampling_ratio=0, use_torchvision=True)
+    assigner = dict(type='MaxIoUAssigner', match_low_quality=True, ignore_iof_thr=-1)
+    return ConfigDict(
+        type='MaskRCNN',
+        data_preprocessor=dict(type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53],
+                               std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_mask=True, pad_size_divisor=32),
+        backbone=dict(type='visionattn.TimmBackbone', **backbone),
+        neck=dict(type='FPN', in_channels=_channels(backbone), out_channels=channels, num_outs=5),
+        rpn_head=dict(
+            type='RPNHead', in_channels=channels, feat_channels=channels,
+            anchor_generator=dict(type='AnchorGenerator', scales=[8], ratios=[0.5, 1.0, 2.0],
+                                  strides=[4, 8, 16, 32, 64]),
+            bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0] * 4, target_stds=[1.0] * 4),
+            loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=True), loss_bbox=dict(type='L1Loss')),
+        roi_head=dict(
+            type='StandardRoIHead',
+            bbox_roi_extractor=dict(type='SingleRoIExtractor', roi_layer=dict(roi, output_size=7),
+                                    out_channels=channels, featmap_strides=[4, 8, 16, 32]),
+            bbox_head=dict(type='Shared2FCBBoxHead', in_channels=channels, fc_out_channels=32, roi_feat_size=7,
+                           num_classes=3, reg_class_agnostic=False,
+                           bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0] * 4,
+                                           target_stds=[0.1, 0.1, 0.2, 0.2]),
+                           loss_cls=dict(type='CrossEntropyLoss'), loss_bbox=dict(type='L1Loss')),
+            mask_roi_extractor=dict(type='SingleRoIExtractor', roi_layer=dict(roi, output_size=14),
+                                    out_channels=channels, featmap_strides=[4, 8, 16, 32]),
+            mask_head=dict(type='FCNMaskHead', num_convs=1, in_channels=channels, conv_out_channels=channels,
+                           num_classes=3, loss_mask=dict(type='CrossEntropyLoss', use_mask=True))),
+        train_cfg=dict(
+            rpn=dict(assigner=dict(assigner, pos_iou_thr=0.7, neg_iou_thr=0.3, min_pos_iou=0.3),
+                     sampler=dict(type='RandomSampler', num=64, pos_fraction=0.5, neg_pos_ub=-1,
+                                  add_gt_as_proposals=False),
+                     allowed_border=-1, pos_weight=-1, debug=False),
+            rpn_proposal=dict(nms_pre=200, max_per_img=100, nms=dict(type='nms', iou_threshold=0.7), min_bbox_size=0),
+            rcnn=dict(assigner=dict(assigner, pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0.5),
+                      sampler=dict(type='RandomSampler', num=64, pos_fraction=0.25, neg_pos_ub=-1,
+                                   add_gt_as_proposals=True),
+                      mask_size=28, pos_weight=-1, debug=False)),
+        test_cfg=dict(
+            rpn=dict(nms_pre=100, max_per_img=50, nms=dict(type='nms', iou_threshold=0.7), min_bbox_size=0),
+            rcnn=dict(score_thr=0.0, nms=dict(type='nms', iou_threshold=0.5), max_per_img=10, mask_thr_binary=0.5)))
+
+
+def tiny_upernet(backbone: dict, channels: int = 16) -> ConfigDict:
+    """UPerNet with an auxiliary FCN head, as the ADE20K configs, with 16-channel heads."""
+    in_channels = _channels(backbone)
+    return ConfigDict(
+        type='EncoderDecoder',
+        data_preprocessor=dict(type='SegDataPreProcessor', mean=[123.675, 116.28, 103.53],
+                               std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_val=0, seg_pad_val=255,
+                               size_divisor=32),
+        backbone=dict(type='visionattn.TimmBackbone', **backbone),
+        decode_head=dict(type='UPerHead', in_channels=in_channels, in_index=[0, 1, 2, 3], pool_scales=(1, 2, 3, 6),
+                         channels=channels, num_classes=4, norm_cfg=dict(type='BN'), align_corners=False,
+                         loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)),
+        auxiliary_head=dict(type='FCNHead', in_channels=in_channels[2], in_index=2, channels=channels, num_convs=1,
+                            concat_input=False, num_classes=4, norm_cfg=dict(type='BN'), align_corners=False,
+                            loss_decode=dict(type='CrossEntropyLoss', loss_weight=0.4)),
+        train_cfg=dict(), test_cfg=dict(mode='whole'))
+
+
+def _detection_batch(height: int = 72, width: int = 88) -> dict:
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    samples = []
+    for box in ([10, 12, 50, 60], [30, 8, 80, 40]):
+        sample = DetDataSample(metainfo=dict(img_shape=(height, width), ori_shape=(height, width),
+                                             scale_factor=(1.0, 1.0)))
+        masks = np.zeros((1, height, width), np.uint8)
+        masks[0, box[1]:box[3], box[0]:box[2]] = 1
+        sample.gt_instances = InstanceData(bboxes=torch.tensor([box], dtype=torch.float32),
+                                           labels=torch.tensor([1]), masks=BitmapMasks(masks, height, width))
+        samples.append(sample)
+    images = [torch.randint(0, 256, (3, height, width), dtype=torch.uint8) for _ in samples]
+    return dict(inputs=images, data_samples=samples)
+
+
+def _segmentation_batch(height: int = 64, width: int = 80) -> dict:
+    from mmseg.structures import SegDataSample
+    samples = []
+    for _ in range(2):
+        sample = SegDataSample(metainfo=dict(img_shape=(height, width), ori_shape=(height, width)))
+        sample.gt_sem_seg = PixelData(data=torch.randint(0, 4, (1, height, width)))
+        samples.append(sample)
+    images = [torch.randint(0, 256, (3, height, width), dtype=torch.uint8) for _ in samples]
+    return dict(inputs=images, data_samples=samples)
+
+
+def _train_step(model: torch.nn.Module, batch: dict) -> dict:
+    model.train()
+    data = model.data_preprocessor(batch, training=True)
+    losses = model(**data, mode='loss')
+    total = sum(v.sum() if torch.is_tensor(v) else sum(v) for k, v in losses.items() if 'loss' in k)
+    total.backward()
+    assert torch.isfinite(total)
+    trainable = [p for p in model.backbone.parameters() if p.requires_grad]
+    assert trainable and all(p.grad is not None for p in trainable)
+    assert any(p.grad.abs().sum() > 0 for p in trainable)
+    return losses
+
+
+def _mask_rcnn_case(family: str) -> tuple:
+    return 'mmdet', tiny_mask_rcnn(FAMILIES[family][0]), _detection_batch(), \
+        {'loss_rpn_cls', 'loss_cls', 'loss_bbox', 'loss_mask'}, lambda result: result.pred_instances.masks
+
+
+def _upernet_case(family: str) -> tuple:
+    return 'mmseg', tiny_upernet(FAMILIES[family][1]), _segmentation_batch(), \
+        {'decode.loss_ce', 'aux.loss_ce'}, lambda result: result.pred_sem_seg.data
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('family', sorted(FAMILIES))
+@pytest.mark.parametrize('case', [_mask_rcnn_case, _upernet_case], ids=['mask_rcnn', 'upernet'])
+def test_loss_backward_predict(case, family):
+    """Train step (loss, backward, gradients reach the backbone) and prediction at the input size."""
+    import importlib
+    scope, cfg, batch, loss_names, prediction = case(family)
+    init_default_scope(scope)
+    model = importlib.import_module(f'{scope}.registry').MODELS.build(cfg)
+    assert loss_names <= set(_train_step(model, batch))
+    model.eval()
+    with torch.no_grad():
+        results = model(**model.data_preprocessor(batch), mode='predict')
+    assert prediction(results[0]).shape[-2:] == batch['data_samples'][0].ori_shape
+
+
+@pytest.mark.parametrize('model_name', [
+    'davit_tiny', 'davit_small', 'davit_base',
+    'focalnet_tiny_srf', 'focalnet_small_srf', 'focalnet_base_srf',
+    'focalnet_tiny_lrf', 'focalnet_small_lrf', 'focalnet_base_lrf',
+    'halonet26t', 'halonet50ts',
+])
+def test_pretrained_source_is_a_timm_hub_id(model_name):
+    """``pretrained=True`` in the configs resolves to these hub ids (downloaded where a hub is reachable)."""
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    assert cfg.has_weights and cfg.hf_hub_id == f'timm/{model_name}.{cfg.tag}'
+
+
+@pytest.mark.parametrize('family, names', [
+    ('davit', {'davit_tiny', 'davit_small', 'davit_base'}),
+    ('focalnet', {f'focalnet_{size}_{rf}' for size in ('tiny', 'small', 'base') for rf in ('srf', 'lrf')}),
+    ('halonet', {f'halonet_h{i}' for i in range(8)} | {'halonet26t', 'halonet50ts'}),
+])
+def test_reported_results_cover_every_variant(family, names):
+    """model_cards/reported/<family>.json follows CONTRIBUTING.md's schema for every usable variant."""
+    import json
+    from pathlib import Path
+    reported = json.loads((Path(__file__).parents[1] / 'model_cards' / 'reported' / f'{family}.json').read_text())
+    assert set(reported) == names and all(timm.is_model(name) for name in names)
+    for entry in reported.values():
+        assert set(entry['weights']) == {'source', 'license'}
+        assert entry['results'] and all(
+            set(res) == {'task', 'metric', 'value', 'setting', 'source'} and isinstance(res['value'], float)
+            for res in entry['results'])
