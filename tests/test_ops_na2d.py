@@ -154,6 +154,39 @@ def test_float32_rpb_with_half_inputs():
 
 
 # ---------------------------------------------------------------------------------------------
+# Triton kernels (TRITON_INTERPRET=1 on CPU, set by conftest.py): tiny sizes, the interpreter is slow
+# ---------------------------------------------------------------------------------------------
+
+needs_triton = pytest.mark.skipif(not triton_importable(), reason='Triton is not installed')
+
+
+@needs_triton
+@pytest.mark.parametrize('seed, dtype', [(0, torch.float32), (1, torch.float16), (2, torch.bfloat16),
+                                         (3, torch.float32), (4, torch.float16), (5, torch.bfloat16)])
+def test_triton_matches_reference(seed, dtype):
+    rng = random.Random(100 + seed)
+    case = random_case(rng, max_side=10)
+    q, k, v, rpb = make_inputs(case, batch=1 + seed % 2, heads=2 - seed % 2, dim=rng.choice([8, 12, 16]),
+                               dtype=dtype, with_rpb=seed % 3 != 2, strided=seed % 2 == 0)
+    check_against_reference(case, q, k, v, rpb, 'triton', *TOLERANCE[dtype])
+
+
+@needs_triton
+def test_triton_float32_rpb_with_half_inputs():
+    case = dict(kernel=(3, 3), dilation=(2, 1), height=7, width=6)
+    q, k, v, _ = make_inputs(case, batch=2, heads=1, dim=8, dtype=torch.float16, with_rpb=False)
+    rpb = torch.randn(1, 5, 5, requires_grad=True)
+    check_against_reference(case, q, k, v, rpb, 'triton', *TOLERANCE[torch.float16])
+
+
+@needs_triton
+def test_triton_rejects_float64():
+    q = torch.randn(1, 6, 6, 1, 8, dtype=torch.float64)
+    with pytest.raises(TypeError, match="backend='torch'"):
+        na2d(q, q, q, 3, backend='triton')
+
+
+# ---------------------------------------------------------------------------------------------
 # Custom op machinery: opcheck, autocast, torch.compile, torch.export, dispatch
 # ---------------------------------------------------------------------------------------------
 
