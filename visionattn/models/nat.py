@@ -258,10 +258,7 @@ class NAT(nn.Module):
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         prune_end = max_index < len(self.stages) - 1
         self.stages = self.stages[:max_index + 1]
-        if self.stage_norms is not None:
-            for i in range(len(self.stage_norms)):
-                if i not in take_indices:
-                    self.stage_norms[i] = nn.Identity()
+        self._keep_stage_norms(take_indices)
         if prune_norm or prune_end:
             self.norm = nn.Identity()
         if prune_end:
@@ -269,6 +266,13 @@ class NAT(nn.Module):
         if prune_head or prune_end:
             self.reset_classifier(0, '')
         return take_indices
+
+    def _keep_stage_norms(self, indices: Sequence[int]) -> None:
+        """Replace the stage norms of outputs not in ``indices`` (never used) by identities."""
+        if self.stage_norms is not None:
+            for i in range(len(self.stage_norms)):
+                if i not in indices:
+                    self.stage_norms[i] = nn.Identity()
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Final-stage map after the final norm, ``(B, H/32, W/32, C)``."""
@@ -386,21 +390,21 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Tensor], model: NAT) -> dict[s
 _SAME_NAME = ('embed_dim', 'mlp_ratio', 'depths', 'num_heads', 'drop_path_rate', 'in_chans', 'kernel_size',
               'dilations', 'num_classes', 'qkv_bias', 'qk_scale', 'layer_scale')
 _TRAINING_ONLY = ('frozen_stages', 'pretrained', 'in_patch_size')  # dense-prediction options without weights
+_UPSTREAM_KWARGS = _SAME_NAME + _TRAINING_ONLY + ('drop_rate', 'attn_drop_rate', 'norm_layer', 'out_indices')
 
 
 def from_upstream_kwargs(**upstream_kwargs: Any) -> NAT:
     """Our model from the keyword arguments of the upstream ``NAT(...)`` (DiNAT: with ``dilations``).
 
     The upstream defaults apply to what is not given (e.g. ``drop_path_rate=0.2``, 1000 classes).
-    The dense-prediction backbone's ``out_indices`` become ``stage_norms=True`` and no classifier;
-    its training-only options (``frozen_stages``, ``pretrained``, ``in_patch_size``) do not change
-    the weights and are ignored.
+    Given ``out_indices`` (the dense-prediction backbone), the model is that backbone: norms on those
+    stage outputs (``forward_intermediates``), no final norm, no classifier. Its training-only options
+    (``frozen_stages``, ``pretrained``, ``in_patch_size``) do not change the weights and are ignored.
     """
-    unknown = sorted(set(upstream_kwargs) - set(_SAME_NAME) - set(_TRAINING_ONLY)
-                     - {'drop_rate', 'attn_drop_rate', 'norm_layer', 'out_indices'})
+    unknown = sorted(set(upstream_kwargs) - set(_UPSTREAM_KWARGS))
     if unknown:
         raise TypeError(f'NAT upstream kwargs: unknown {unknown}; the upstream constructor takes '
-                        f'{sorted(_SAME_NAME + _TRAINING_ONLY + ("drop_rate", "attn_drop_rate", "out_indices"))}')
+                        f'{sorted(_UPSTREAM_KWARGS)}')
     for required in ('embed_dim', 'mlp_ratio', 'depths', 'num_heads'):
         if required not in upstream_kwargs:
             raise TypeError(f'NAT upstream kwargs: {required!r} is required (the upstream constructor has no default)')
@@ -412,9 +416,13 @@ def from_upstream_kwargs(**upstream_kwargs: Any) -> NAT:
     kwargs = dict(drop_path_rate=0.2, **{k: upstream_kwargs[k] for k in _SAME_NAME if k in upstream_kwargs})
     drop = upstream_kwargs.get('drop_rate', 0.)
     kwargs.update(pos_drop_rate=drop, proj_drop_rate=drop)
-    if 'out_indices' in upstream_kwargs:
-        kwargs.update(stage_norms=True, num_classes=0)
-    return NAT(**kwargs)
+    if 'out_indices' not in upstream_kwargs:
+        return NAT(**kwargs)
+    # The upstream detection/segmentation backbone: every stage, a norm on each output, no final norm or head.
+    model = NAT(stage_norms=True, **kwargs)
+    model.prune_intermediate_layers(len(model.stages), prune_norm=True, prune_head=True)
+    model._keep_stage_norms([i % len(model.stages) for i in upstream_kwargs['out_indices']])
+    return model
 
 
 register_family('nat', from_upstream_kwargs, checkpoint_filter_fn)
