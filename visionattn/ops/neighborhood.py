@@ -17,7 +17,8 @@ Backends (picked by :mod:`.dispatch`): ``'triton'`` runs the fused kernels of
 ``visionattn.kernels.na2d``; ``'torch'`` is the pure PyTorch path below. Both are behind the same
 ``torch.library`` custom ops (``visionattn::na2d_forward`` / ``na2d_backward``) with fake
 implementations, so autograd, ``torch.compile(fullgraph=True)``, autocast and ``torch.export`` work.
-During ONNX export the PyTorch path is traced directly into standard ONNX operators.
+During ONNX export (``torch.onnx.export(..., dynamo=True)``, the default) the PyTorch path is
+traced directly into standard ONNX operators.
 
 The PyTorch path tiles the map (per dilation group) into blocks of ``T x T`` queries; the keys of a
 block's queries all lie in a ``(T + k - 1)^2`` region, so one batched matmul per pass computes every
@@ -65,6 +66,9 @@ def na2d(q: Tensor, k: Tensor, v: Tensor, kernel_size: int | Sequence[int], dila
     if scale is None:
         scale = q.shape[-1] ** -0.5
     if torch.onnx.is_in_onnx_export():
+        if torch.jit.is_tracing():
+            raise RuntimeError("na2d: the TorchScript ONNX exporter (torch.onnx.export(..., dynamo=False)) "
+                               "translates this op wrongly; use the default dynamo=True exporter")
         return _torch_forward(q, k, v, rpb, kernel, dil, float(scale), chunked=False)[0]
     name = resolve_backend(backend, q.device)
     if name == 'triton':
