@@ -24,8 +24,9 @@ The PyTorch path tiles the map (per dilation group) into blocks of ``T x T`` que
 block's queries all lie in a ``(T + k - 1)^2`` region, so one batched matmul per pass computes every
 block's logits, a precomputed bias (RPB, or ``-inf`` outside each query's window) masks them, and a
 second matmul applies the softmax. Memory is O(tokens x (T + k - 1)^2 x heads), never tokens^2 and
-never the ``tokens x k^2 x head_dim`` gathered keys of the usual unfold implementation. The backward
-recomputes the probabilities from the saved log-sum-exp (like FlashAttention) instead of storing them.
+never the ``tokens x k^2 x head_dim`` gathered keys of the usual unfold implementation, and the batch
+runs in chunks so that the temporaries stay small. The backward recomputes the probabilities from the
+saved log-sum-exp (like FlashAttention) instead of storing them.
 """
 from __future__ import annotations
 
@@ -55,6 +56,9 @@ def na2d(q: Tensor, k: Tensor, v: Tensor, kernel_size: int | Sequence[int], dila
         rpb: optional relative positional bias ``(heads, 2 * k_h - 1, 2 * k_w - 1)``, in q's dtype or float32.
         scale: multiplies ``q . k`` before the bias is added; default ``head_dim ** -0.5``.
         backend: ``'triton'``, ``'torch'``, ``'auto'`` or None (the default of :mod:`.dispatch`).
+
+    Under autocast, q, k and v run in the autocast dtype (rpb may stay float32). Computation is in
+    float32 for half inputs (float64 for float64 inputs on the 'torch' backend).
 
     Returns:
         ``(batch, height, width, heads, head_dim)``, contiguous, in q's dtype.
