@@ -59,6 +59,20 @@ def _tile_coords(tile_id, height, width, dil_h, dil_w, tiles_h, tiles_w,
 
 
 @triton.jit
+def _query_tile_geometry(tile_id, height, width, dil_h, dil_w, tiles_h, tiles_w, kernel_h, kernel_w,
+                BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    """A query tile, its queries' window starts, and the key rectangle [lo, hi] holding all its windows."""
+    group_h, group_w, len_h, len_w, first_h, first_w, rows, cols = _tile_coords(
+        tile_id, height, width, dil_h, dil_w, tiles_h, tiles_w, BLOCK_H, BLOCK_W)
+    valid = (rows < len_h) & (cols < len_w)
+    start_h, start_w = _window_start(rows, len_h, kernel_h), _window_start(cols, len_w, kernel_w)
+    lo_h, lo_w = _window_start(first_h, len_h, kernel_h), _window_start(first_w, len_w, kernel_w)
+    hi_h = _window_start(tl.minimum(first_h + BLOCK_H, len_h) - 1, len_h, kernel_h) + kernel_h - 1
+    hi_w = _window_start(tl.minimum(first_w + BLOCK_W, len_w) - 1, len_w, kernel_w) + kernel_w - 1
+    return group_h, group_w, rows, cols, valid, start_h, start_w, lo_h, lo_w, hi_h, hi_w
+
+
+@triton.jit
 def _load_rows(base, rows, cols, group_h, group_w, dil_h, dil_w, stride_h, stride_w, stride_d, valid,
                head_dim, BLOCK_D: tl.constexpr):
     """(len(rows), BLOCK_D) block of a (H, W, D) slice at group coordinates (rows, cols)."""
@@ -98,14 +112,8 @@ def _fwd_kernel(Q, K, V, RPB, OUT, LSE,
                 PRECISION: tl.constexpr, FP32_DOT: tl.constexpr):
     batch_head = tl.program_id(1)
     b, n = (batch_head // heads).to(tl.int64), batch_head % heads
-    group_h, group_w, len_h, len_w, first_h, first_w, rows, cols = _tile_coords(
-        tl.program_id(0), height, width, dil_h, dil_w, tiles_h, tiles_w, BLOCK_QH, BLOCK_QW)
-    valid = (rows < len_h) & (cols < len_w)
-    start_h, start_w = _window_start(rows, len_h, kernel_h), _window_start(cols, len_w, kernel_w)
-    # the tile's windows span key rows [lo_h, hi_h] and columns [lo_w, hi_w]
-    lo_h, lo_w = _window_start(first_h, len_h, kernel_h), _window_start(first_w, len_w, kernel_w)
-    hi_h = _window_start(tl.minimum(first_h + BLOCK_QH, len_h) - 1, len_h, kernel_h) + kernel_h - 1
-    hi_w = _window_start(tl.minimum(first_w + BLOCK_QW, len_w) - 1, len_w, kernel_w) + kernel_w - 1
+    group_h, group_w, rows, cols, valid, start_h, start_w, lo_h, lo_w, hi_h, hi_w = _query_tile_geometry(
+        tl.program_id(0), height, width, dil_h, dil_w, tiles_h, tiles_w, kernel_h, kernel_w, BLOCK_QH, BLOCK_QW)
 
     q = _load_rows(Q + b * stride_qb + n * stride_qn, rows, cols, group_h, group_w, dil_h, dil_w,
                    stride_qh, stride_qw, stride_qd, valid, head_dim, BLOCK_D)
@@ -159,13 +167,8 @@ def _bwd_dq_kernel(Q, K, V, RPB, DO, LSE, DELTA, DQ, DBIAS,
     """dQ of a query tile; with RPB also dS summed into DBIAS[head, query, tap] (atomically over batch)."""
     batch_head = tl.program_id(1)
     b, n = (batch_head // heads).to(tl.int64), batch_head % heads
-    group_h, group_w, len_h, len_w, first_h, first_w, rows, cols = _tile_coords(
-        tl.program_id(0), height, width, dil_h, dil_w, tiles_h, tiles_w, BLOCK_QH, BLOCK_QW)
-    valid = (rows < len_h) & (cols < len_w)
-    start_h, start_w = _window_start(rows, len_h, kernel_h), _window_start(cols, len_w, kernel_w)
-    lo_h, lo_w = _window_start(first_h, len_h, kernel_h), _window_start(first_w, len_w, kernel_w)
-    hi_h = _window_start(tl.minimum(first_h + BLOCK_QH, len_h) - 1, len_h, kernel_h) + kernel_h - 1
-    hi_w = _window_start(tl.minimum(first_w + BLOCK_QW, len_w) - 1, len_w, kernel_w) + kernel_w - 1
+    group_h, group_w, rows, cols, valid, start_h, start_w, lo_h, lo_w, hi_h, hi_w = _query_tile_geometry(
+        tl.program_id(0), height, width, dil_h, dil_w, tiles_h, tiles_w, kernel_h, kernel_w, BLOCK_QH, BLOCK_QW)
 
     q = _load_rows(Q + b * stride_qb + n * stride_qn, rows, cols, group_h, group_w, dil_h, dil_w,
                    stride_qh, stride_qw, stride_qd, valid, head_dim, BLOCK_D)
@@ -265,7 +268,8 @@ def _bwd_dkdv_kernel(Q, K, V, RPB, DO, LSE, DELTA, DK, DV,
     d = tl.arange(0, BLOCK_D)
     pos_h, pos_w = group_h + k_rows * dil_h, group_w + k_cols * dil_w
     mask = k_valid[:, None] & (d[None, :] < head_dim)
-    offs = b * stride_gb + n * stride_gn + pos_h[:, None] * stride_gh + pos_w[:, None] * stride_gw + d[None, :] * stride_gd
+    offs = (b * stride_gb + n * stride_gn + pos_h[:, None] * stride_gh + pos_w[:, None] * stride_gw
+            + d[None, :] * stride_gd)
     tl.store(DK + offs, (dk * scale).to(DK.dtype.element_ty), mask=mask)
     tl.store(DV + offs, dv.to(DV.dtype.element_ty), mask=mask)
 

@@ -65,6 +65,19 @@ def test_parameters_match_official_checkpoints(upstream_manifests):
     assert checked > 0
 
 
+def test_onnx_export_matches_eager(tmp_path):
+    pytest.importorskip('onnxscript')
+    ort = pytest.importorskip('onnxruntime')
+    module = NeighborhoodAttention2D(16, 2, 3, dilation=2).eval()
+    x = torch.randn(1, 9, 8, 16)
+    with torch.no_grad():
+        want = module(x).numpy()
+    torch.onnx.export(module, (x,), dynamo=True).save(str(tmp_path / 'na.onnx'))
+    session = ort.InferenceSession(str(tmp_path / 'na.onnx'))
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    assert abs(got - want).max() < 1e-5
+
+
 def test_qk_scale_and_repr():
     module = NeighborhoodAttention2D(32, 4, 5, dilation=None, qk_scale=0.1)
     assert module.scale == 0.1 and module.dilation == 1

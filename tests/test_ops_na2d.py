@@ -173,7 +173,7 @@ def test_triton_matches_reference(seed, dtype):
 
 @needs_triton
 def test_triton_float32_rpb_with_half_inputs():
-    case = dict(kernel=(3, 3), dilation=(2, 1), height=7, width=6)
+    case = dict(kernel=(3, 3), dilation=(2, 3), height=7, width=11)  # L % d != 0 on both axes
     q, k, v, _ = make_inputs(case, batch=2, heads=1, dim=8, dtype=torch.float16, with_rpb=False)
     rpb = torch.randn(1, 5, 5, requires_grad=True)
     check_against_reference(case, q, k, v, rpb, 'triton', *TOLERANCE[torch.float16])

@@ -17,14 +17,16 @@ Backends (picked by :mod:`.dispatch`): ``'triton'`` runs the fused kernels of
 ``visionattn.kernels.na2d``; ``'torch'`` is the pure PyTorch path below. Both are behind the same
 ``torch.library`` custom ops (``visionattn::na2d_forward`` / ``na2d_backward``) with fake
 implementations, so autograd, ``torch.compile(fullgraph=True)``, autocast and ``torch.export`` work.
-During ONNX export the PyTorch path is traced directly into standard ONNX operators.
+During ONNX export (``torch.onnx.export(..., dynamo=True)``, the default) the PyTorch path is
+traced directly into standard ONNX operators.
 
 The PyTorch path tiles the map (per dilation group) into blocks of ``T x T`` queries; the keys of a
 block's queries all lie in a ``(T + k - 1)^2`` region, so one batched matmul per pass computes every
 block's logits, a precomputed bias (RPB, or ``-inf`` outside each query's window) masks them, and a
 second matmul applies the softmax. Memory is O(tokens x (T + k - 1)^2 x heads), never tokens^2 and
-never the ``tokens x k^2 x head_dim`` gathered keys of the usual unfold implementation. The backward
-recomputes the probabilities from the saved log-sum-exp (like FlashAttention) instead of storing them.
+never the ``tokens x k^2 x head_dim`` gathered keys of the usual unfold implementation, and the batch
+runs in chunks so that the temporaries stay small. The backward recomputes the probabilities from the
+saved log-sum-exp (like FlashAttention) instead of storing them.
 """
 from __future__ import annotations
 
@@ -55,6 +57,9 @@ def na2d(q: Tensor, k: Tensor, v: Tensor, kernel_size: int | Sequence[int], dila
         scale: multiplies ``q . k`` before the bias is added; default ``head_dim ** -0.5``.
         backend: ``'triton'``, ``'torch'``, ``'auto'`` or None (the default of :mod:`.dispatch`).
 
+    Under autocast, q, k and v run in the autocast dtype (rpb may stay float32). Computation is in
+    float32 for half inputs (float64 for float64 inputs on the 'torch' backend).
+
     Returns:
         ``(batch, height, width, heads, head_dim)``, contiguous, in q's dtype.
     """
@@ -65,6 +70,9 @@ def na2d(q: Tensor, k: Tensor, v: Tensor, kernel_size: int | Sequence[int], dila
     if scale is None:
         scale = q.shape[-1] ** -0.5
     if torch.onnx.is_in_onnx_export():
+        if torch.jit.is_tracing():
+            raise RuntimeError("na2d: the TorchScript ONNX exporter (torch.onnx.export(..., dynamo=False)) "
+                               "translates this op wrongly; use the default dynamo=True exporter")
         return _torch_forward(q, k, v, rpb, kernel, dil, float(scale), chunked=False)[0]
     name = resolve_backend(backend, q.device)
     if name == 'triton':
