@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import timm
@@ -14,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import visionattn
-from conftest import load_upstream_fixture
+from conftest import REPO_ROOT, load_upstream_fixture
 from visionattn.models.nat import NAT, checkpoint_filter_fn
 
 FIXTURES = ['nat_small_dims', 'dinat_small_dims']
@@ -49,10 +52,11 @@ def test_official_logits_pytorch_path(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name', FIXTURES)
-def test_official_logits_interpreted_triton_path(name):
+def test_official_logits_interpreted_triton_path():
+    """DiNAT's fixture has both plain and dilated layers at every map size of the NAT fixture; its one image
+    takes ~30 s of CPU on Triton's interpreter (the NAT fixture, checked the same way, takes ~25 s more)."""
     pytest.importorskip('triton')
-    model, fx = fixture_model(name)
+    model, fx = fixture_model('dinat_small_dims')
     with torch.no_grad(), visionattn.use_backend('triton'):  # TRITON_INTERPRET=1 (conftest): CPU interpreter
         logits = model(fx['input'][:1])  # one image keeps the interpreter's run short; eval mode: rows are independent
     assert rel_err(logits, fx['logits'][:1]) < 1e-4
@@ -237,3 +241,72 @@ def test_from_official_reports_bad_arguments_and_mismatched_checkpoints():
         visionattn.from_official('dinat', kwargs | dict(dilations=[[8], [1], [1, 2], [1]]))
     with pytest.raises(RuntimeError, match='missing keys'):
         visionattn.from_official('dinat', kwargs | dict(depths=[1, 2, 3, 1], dilations=None), fx['state_dict'])
+
+
+# ----------------------------------------------------------------------------------------------------
+# OpenMMLab configs (configs/nat, configs/dinat)
+# ----------------------------------------------------------------------------------------------------
+
+CONFIGS = {name: REPO_ROOT / 'configs' / name for name in (
+    'nat/nat_tiny_imagenet.py', 'dinat/dinat_tiny_imagenet.py',
+    'nat/mask_rcnn_nat_tiny_fpn_3x_coco.py', 'dinat/mask_rcnn_dinat_tiny_fpn_3x_coco.py',
+    'nat/upernet_nat_tiny_ade20k.py', 'dinat/upernet_dinat_tiny_ade20k.py')}
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_configs_carry_the_upstream_recipes(name):
+    from visionattn.mm.cli import check_neck_channels, load_config
+    cfg = load_config(str(CONFIGS[name]))
+    optimizer = cfg.optim_wrapper.optimizer
+    assert optimizer.type == 'AdamW'
+    assert cfg.optim_wrapper.paramwise_cfg.custom_keys['.rpb'] == dict(decay_mult=0.0)
+    if 'imagenet' in name:
+        assert (cfg.model.model_name, optimizer.lr, optimizer.weight_decay) == (name.split('/')[1][:-len('_imagenet.py')], 1e-3, 0.05)
+        assert cfg.train_cfg.max_epochs == 310 and cfg.param_scheduler[1].eta_min == 5e-6
+        return
+    check_neck_channels(cfg)
+    backbone = cfg.model.backbone
+    assert backbone.model_kwargs.stage_norms and backbone.pretrained is True
+    if 'mask_rcnn' in name:
+        assert (optimizer.lr, optimizer.weight_decay, backbone.drop_path_rate) == (1e-4, 0.05, 0.2)
+        assert cfg.train_cfg.max_epochs == 36 and cfg.param_scheduler[1].milestones == [27, 33]
+    else:
+        assert (optimizer.lr, optimizer.weight_decay, backbone.drop_path_rate) == (6e-5, 0.01, 0.3)
+        assert cfg.param_scheduler[1].end == 160000 and cfg.crop_size == (512, 512)
+    if name.startswith('dinat'):  # the official dense-prediction dilations fit the model's depths
+        with torch.device('meta'):
+            model = timm.create_model(backbone.model_name, features_only=True, **backbone.model_kwargs)
+        assert any(b.attn.dilation > 8 for b in model.model.stages[0].blocks)
+
+
+@pytest.mark.slow
+def test_dinat_segmentation_config_trains_on_the_demo_data(tmp_path):
+    """tools/train.py on configs/dinat/upernet_dinat_tiny_ade20k.py, with the fixture's small DiNAT as the
+    backbone (loaded from an official-layout file through the config's pretrained path), 128px demo data."""
+    from mmengine.config import Config
+    fx = load_upstream_fixture('dinat_small_dims')
+    weights = tmp_path / 'dinat_small_dims.pth'
+    torch.save(fx['state_dict'], weights)
+    subprocess.run([sys.executable, 'tools/make_demo_data.py', '--out', str(tmp_path / 'demo'), '--tasks', 'ade20k',
+                    '--num-train', '4', '--num-val', '2'], cwd=REPO_ROOT, check=True, capture_output=True)
+    cfg = Config.fromfile(CONFIGS['dinat/upernet_dinat_tiny_ade20k.py'])
+    demo = Config.fromfile(REPO_ROOT / 'configs/demo/upernet_resnet18_ade20k_demo.py')
+    for key in ('data_root', 'train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[key] = demo[key]
+    cfg.model.data_preprocessor = demo.model.data_preprocessor
+    cfg.model.backbone.update(model_name='dinat_mini', pretrained=str(weights),
+                              model_kwargs=dict(stage_norms=True, **our_kwargs(fx)))
+    cfg.model.decode_head.update(in_channels=[32, 64, 128, 256], channels=16, norm_cfg=dict(type='BN'))
+    cfg.model.auxiliary_head.update(in_channels=128, channels=16, norm_cfg=dict(type='BN'))
+    cfg.train_cfg.update(max_iters=2, val_interval=2)
+    config = tmp_path / 'upernet_dinat_small_dims_demo.py'
+    cfg.dump(config)
+    proc = subprocess.run([sys.executable, 'tools/train.py', str(config), '--work-dir', str(tmp_path / 'work'),
+                           '--data-root', str(tmp_path / 'demo/ade/ADEChallengeData2016')],
+                          cwd=REPO_ROOT, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS='2'))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert 'mIoU' in json.loads((tmp_path / 'work/metrics_val.json').read_text())['metrics']
+    # the official-layout weights reached the backbone (two steps at the warm-up's ~1e-10 lr leave them as loaded)
+    state = torch.load(tmp_path / 'work/iter_2.pth', map_location='cpu', weights_only=False)['state_dict']
+    torch.testing.assert_close(state['backbone.model.model.stages.1.blocks.1.attn.rpb'],
+                               fx['state_dict']['levels.1.blocks.1.attn.rpb'], atol=1e-6, rtol=0)
