@@ -1,3 +1,4 @@
 """timm model families of visionattn: importing this package registers their entry points in timm."""
 from . import attention_cnn  # noqa: F401
 from . import halonet  # noqa: F401  (HaloNet H0-H7 entry points)
+from . import nat  # noqa: F401
