@@ -7,7 +7,7 @@ Each (model, input size, implementation) is measured in its own subprocess, so o
 allocations cannot hide another's peak, a crash or a time-out costs only that row, and
 ``--timeout`` bounds every row. In the subprocess:
 
-1. **Peak memory** of inference and of one training step, each from a fresh model: on CUDA the
+1. **Peak memory** of inference and of one training step, each with its own new model: on CUDA the
    caching allocator's peak, on CPU the resident-set high-water mark (``/proc``, Linux), both above
    what was allocated before the model was built. So the figure holds the weights and, for training,
    gradients, AdamW's state and activations. On CPU, glibc is told (``mallopt``) to serve every
@@ -263,30 +263,32 @@ def measure(spec: Spec) -> dict[str, Any]:
             optimizer.step()
         return run
 
-    steps = dict(infer=(lambda: spec.batch, inference_step), train=(lambda: spec.train_batch, training_step))
+    batches = dict(infer=spec.batch, train=spec.train_batch)
+    make_step = dict(infer=inference_step, train=training_step)
     result: dict[str, Any] = dict(spec=asdict(spec), input_size=[3, *size], threads=torch.get_num_threads())
     with impl:
         if device.type == 'cpu':
             _set_mmap_threshold(128 * 1024)
+        models: dict[str, Any] = {}
+        steps: dict[str, Callable[[], Any]] = {}
         for mode in spec.modes:
-            n, make_step = steps[mode]
+            def first_step() -> None:  # builds the model inside, so its weights count
+                models[mode] = build().train(mode == 'train')
+                steps[mode] = make_step[mode](models[mode], batch_of(batches[mode]))
+                steps[mode]()
+            result[mode] = dict(batch=batches[mode], peak_mib=round(peak_mib(first_step, device), 1))
 
-            def fresh_step() -> None:
-                model = build().train(mode == 'train')
-                make_step(model, batch_of(n()))()
-            result[mode] = dict(batch=n(), peak_mib=round(peak_mib(fresh_step, device), 1))
-
-        model = build().eval()
+        model = next(iter(models.values()))
         result['params'] = sum(p.numel() for p in model.parameters())
         if spec.flops:
-            result['flops'] = count_flops(model, batch_of(1))
+            training = model.training
+            result['flops'] = count_flops(model.eval(), batch_of(1))
+            model.train(training)
         if device.type == 'cpu':
             _set_mmap_threshold(32 * 1024 * 1024)  # glibc's dynamic maximum
         for mode in spec.modes:
-            n, make_step = steps[mode]
-            ms = _time_bounded_ms(make_step(model.train(mode == 'train'), batch_of(n())), device,
-                                  spec.repeat, spec.budget_s)
-            result[mode].update(ms=round(ms, 2), img_s=round(n() * 1e3 / ms, 2))
+            ms = _time_bounded_ms(steps[mode], device, spec.repeat, spec.budget_s)
+            result[mode].update(ms=round(ms, 2), img_s=round(batches[mode] * 1e3 / ms, 2))
     return result
 
 
