@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import statistics
 import sys
@@ -92,7 +93,9 @@ def main() -> None:
     models = {label: timm.create_model(name, **kwargs).eval() for label, (name, kwargs, _) in MODELS.items()}
     params = {label: sum(p.numel() for p in m.parameters()) for label, m in models.items()}
     macs = {label: multiply_adds(m, args.size) for label, m in models.items()}
+    load_before = os.getloadavg()[0]
     latency = {b: time_models(models, b, args.size, args.rounds, args.warmup) for b in args.batches}
+    load_after = os.getloadavg()[0]
 
     base, se = BASE, SE
     lines = [
@@ -100,7 +103,8 @@ def main() -> None:
         '',
         f'Command: `python {" ".join(sys.argv)}`',
         f'Machine: {cpu_name()}, {args.threads} torch threads, torch {torch.__version__}, timm {timm.__version__}, '
-        f'{datetime.date.today().isoformat()}.',
+        f'{datetime.date.today().isoformat()}; 1-minute load average {load_before:.1f} before and {load_after:.1f} '
+        f'after the timing (on {os.cpu_count()} CPUs: other processes shared the machine when it exceeds the thread count).',
         '',
         'Multiply-adds (MACs): convolutions and matrix products counted by torch FlopCounterMode / 2, batch 1; '
         'pooling, norms and element-wise gating not counted. Latency: median over interleaved rounds '
