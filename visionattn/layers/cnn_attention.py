@@ -67,8 +67,9 @@ class CBAM(CbamModule):
         self.spatial.conv.bn.momentum = 0.01
 
 
-# The paper's three hyper-parameters per size (arXiv 2403.01123, Sec. 3): kernel size of the shared
-# 1-D conv, channels per conv group (1: depthwise, groups = C; 8: groups = C / 8) and GroupNorm groups.
+# The three hyper-parameters of the paper's four versions (arXiv 2403.01123): kernel size of the shared
+# 1-D conv, its groups (C, i.e. depthwise, for T and B; C / 8 for S and L, stored here as channels per
+# group) and the GroupNorm's number of groups.
 ELA_SIZES: dict[str, dict[str, int]] = {
     'T': dict(kernel_size=5, channels_per_group=1, norm_groups=32),
     'B': dict(kernel_size=7, channels_per_group=1, norm_groups=16),
