@@ -174,12 +174,15 @@ class TripletAttention(nn.Module):
         self.hw = None if no_spatial else gate()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate_cw = torch.sigmoid(self.cw(_zpool(x, 2))).transpose(1, 2)  # (B, 1, C, W) -> (B, C, 1, W)
-        gate_hc = torch.sigmoid(self.hc(_zpool(x, 3).transpose(2, 3))).permute(0, 3, 2, 1)  # (B, 1, H, C) -> (B, C, H, 1)
-        if self.hw is None:
-            return x * ((gate_cw + gate_hc) / 2)
-        gate_hw = torch.sigmoid(self.hw(_zpool(x, 1)))  # (B, 1, H, W)
-        return x * ((gate_cw + gate_hc + gate_hw) / 3)
+        gates = [torch.sigmoid(self.cw(_zpool(x, 2))).transpose(1, 2),  # (B, 1, C, W) -> (B, C, 1, W)
+                 torch.sigmoid(self.hc(_zpool(x, 3).transpose(2, 3))).permute(0, 3, 2, 1)]  # (B, 1, H, C) -> (B, C, H, 1)
+        if self.hw is not None:
+            gates.append(torch.sigmoid(self.hw(_zpool(x, 1))))  # (B, 1, H, W)
+        gates = [g / len(gates) for g in gates]  # the branches' mean, divided on the small gate maps
+        scale = gates[0] + gates[1]  # broadcasts to (B, C, H, W)
+        if len(gates) == 3:
+            scale.add_(gates[2])
+        return x * scale
 
 
 CNN_ATTENTION_LAYERS: dict[str, Callable[..., nn.Module]] = {
