@@ -67,8 +67,9 @@ class CBAM(CbamModule):
         self.spatial.conv.bn.momentum = 0.01
 
 
-# The paper's three hyper-parameters per size (arXiv 2403.01123, Sec. 3): kernel size of the shared
-# 1-D conv, channels per conv group (1: depthwise, groups = C; 8: groups = C / 8) and GroupNorm groups.
+# The three hyper-parameters of the paper's four versions (arXiv 2403.01123): kernel size of the shared
+# 1-D conv, its groups (C, i.e. depthwise, for T and B; C / 8 for S and L, stored here as channels per
+# group) and the GroupNorm's number of groups.
 ELA_SIZES: dict[str, dict[str, int]] = {
     'T': dict(kernel_size=5, channels_per_group=1, norm_groups=32),
     'B': dict(kernel_size=7, channels_per_group=1, norm_groups=16),
@@ -173,12 +174,15 @@ class TripletAttention(nn.Module):
         self.hw = None if no_spatial else gate()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate_cw = torch.sigmoid(self.cw(_zpool(x, 2))).transpose(1, 2)  # (B, 1, C, W) -> (B, C, 1, W)
-        gate_hc = torch.sigmoid(self.hc(_zpool(x, 3).transpose(2, 3))).permute(0, 3, 2, 1)  # (B, 1, H, C) -> (B, C, H, 1)
-        if self.hw is None:
-            return x * ((gate_cw + gate_hc) / 2)
-        gate_hw = torch.sigmoid(self.hw(_zpool(x, 1)))  # (B, 1, H, W)
-        return x * ((gate_cw + gate_hc + gate_hw) / 3)
+        gates = [torch.sigmoid(self.cw(_zpool(x, 2))).transpose(1, 2),  # (B, 1, C, W) -> (B, C, 1, W)
+                 torch.sigmoid(self.hc(_zpool(x, 3).transpose(2, 3))).permute(0, 3, 2, 1)]  # (B, 1, H, C) -> (B, C, H, 1)
+        if self.hw is not None:
+            gates.append(torch.sigmoid(self.hw(_zpool(x, 1))))  # (B, 1, H, W)
+        gates = [g / len(gates) for g in gates]  # the branches' mean, divided on the small gate maps
+        scale = gates[0] + gates[1]  # broadcasts to (B, C, H, W)
+        if len(gates) == 3:
+            scale.add_(gates[2])
+        return x * scale
 
 
 CNN_ATTENTION_LAYERS: dict[str, Callable[..., nn.Module]] = {
