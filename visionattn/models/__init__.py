@@ -1,1 +1,2 @@
 """timm model families of visionattn: importing this package registers their entry points in timm."""
+from . import biformer  # noqa: F401  (BiFormer entry points, official-checkpoint conversion)
