@@ -42,14 +42,28 @@ by routing rank, then row-major within a region (softmax does not depend on that
 routing and attention; pass ``token_mask`` to exclude them instead (masked region means, padded keys
 never attended). A query whose routed keys are all masked gets a zero output and zero gradients.
 
-The PyTorch path processes the routed regions in groups with an online softmax and recomputes the
-attention in the backward from the saved log-sum-exp (flash-attention style), in chunks of at most
-``_SCORE_BUDGET`` scores, so its memory depends on neither ``topk`` nor the problem size beyond q, k, v
-and the output themselves.
+Building upstream's ``BiLevelRoutingAttention`` (``bra_legacy.py``, the released checkpoints) on these
+ops, for an NHWC input ``x`` of ``C`` channels and ``n_win`` regions per side::
+
+    x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))                   # auto_pad: zeros at the right/bottom
+    q, k, v = qkv(x).split([qk_dim, qk_dim, C], -1)            # the qkv Linear, views are fine
+    q, k = (t.unflatten(-1, (heads, qk_dim // heads)) for t in (q, k))
+    out = bi_level_routing_attention(q, k, v.unflatten(-1, (heads, C // heads)), n_win, topk,
+                                     token_mask=None)          # 'upstream' padding mode
+    out = wo(out.flatten(3) + lepe(v))[:, :H, :W]              # LePE on the (padded) V, then crop
+
+The ``masked`` padding mode passes ``token_mask = (rows < H)[:, None] & (cols < W)`` (shape
+``(1, H + pad_h, W + pad_w)``) instead: padded tokens then neither enter the region means nor serve as
+keys. timm and the OpenMMLab packages have no routed attention, hence this module.
+
+The PyTorch path never holds more than ``_SCORE_BUDGET`` attention scores at once: each step attends
+a chunk of query regions (or of one region's queries) to a group of their routed regions, all ``topk``
+when they fit, with an online softmax across groups; the backward recomputes the scores from the saved
+log-sum-exp (flash-attention style) and adds dK and dV back with ``index_add_``. Its memory is q, k, v,
+the output and their float32 region-major copies plus that bounded working set, whatever ``topk``.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -59,8 +73,7 @@ from .dispatch import default_backend, resolve_backend
 
 __all__ = ['bra_routing', 'bra_attention', 'bi_level_routing_attention', 'bra_attention_reference']
 
-_SCORE_BUDGET = 1 << 24  # attention scores the PyTorch path holds at once (64 MiB in float32)
-_KEY_GROUP = 256  # routed keys the PyTorch path attends per step (whole regions, at least one)
+_SCORE_BUDGET = 1 << 22  # attention scores the PyTorch path computes per step (16 MiB in float32)
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -198,7 +211,8 @@ class _Plan:
         self.rows = batch * grid_h * grid_w
         self.tokens = (height // grid_h) * (width // grid_w)
         self.topk = region_index.shape[-1]
-        self.group = max(1, min(self.topk, _KEY_GROUP // self.tokens))
+        # as many routed regions per step as fit the budget with all of a region's queries, then rows
+        self.group = max(1, min(self.topk, _SCORE_BUDGET // (heads * self.tokens * self.tokens)))
         keys = self.group * self.tokens
         self.query_chunk = max(1, min(self.tokens, _SCORE_BUDGET // (heads * keys)))
         self.row_chunk = max(1, _SCORE_BUDGET // (heads * self.query_chunk * keys))
