@@ -33,8 +33,8 @@ import torch
 import triton
 import triton.language as tl
 
-LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453
+LOG2E = tl.constexpr(1.4426950408889634)  # kernels may read only constexpr globals
+LN2 = tl.constexpr(0.6931471805599453)
 
 
 @triton.jit
@@ -294,7 +294,7 @@ def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, region_index: tor
     grid = (triton.cdiv(cfg.tokens, cfg.block_region), grid_h * grid_w, batch * heads)
     _forward_kernel[grid](
         q, k, v, index, mask[0], out, lse, *_strides4(q), *_strides4(k), *_strides4(v), *_strides4(out),
-        *_strides4(lse), *index.stride(), *mask[1:], heads, index.shape[-1], scale * LOG2E,
+        *_strides4(lse), *index.stride(), *mask[1:], heads, index.shape[-1], scale * LOG2E.value,
         BLOCK_M=cfg.block_region, BLOCK_N=cfg.block_flat, **cfg.constants)
     return out, lse
 
@@ -329,13 +329,13 @@ def backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
     grid = (triton.cdiv(cfg.tokens, cfg.block_region), regions, batch * heads)
     _backward_dq_kernel[grid](
         q, k, v, index, mask[0], grad_out, lse, delta, dq, *common, *index.stride(), *mask[1:],
-        *_strides4(delta), *_strides4(dq), heads, index.shape[-1], scale * LOG2E, scale,
+        *_strides4(delta), *_strides4(dq), heads, index.shape[-1], scale * LOG2E.value, scale,
         BLOCK_M=cfg.block_region, BLOCK_N=cfg.block_flat, **cfg.constants)
 
     query_regions, offsets = _inverse_routing(index, regions)
     _backward_dkdv_kernel[grid](
         q, k, v, query_regions, offsets, mask[0], grad_out, lse, delta, dk, dv, *common,
         query_regions.stride(0), offsets.stride(0), *mask[1:], *_strides4(delta), *_strides4(dk), *_strides4(dv),
-        heads, scale * LOG2E, scale,
+        heads, scale * LOG2E.value, scale,
         BLOCK_M=cfg.block_flat, BLOCK_N=cfg.block_region, **cfg.constants)
     return dq, dk, dv
