@@ -6,4 +6,4 @@ torchvision-backed stand-ins for mmcv's compiled ops (:mod:`visionattn.mmcv_comp
 the project's backbones, plug-in modules, datasets, transforms, metrics and runner in the
 ``visionattn`` scope (:mod:`visionattn.registry`).
 """
-from . import backbones  # noqa: F401  (registration)
+from . import backbones, classifiers, hooks, runtime  # noqa: F401  (registration)

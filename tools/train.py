@@ -1,0 +1,77 @@
+"""Train a classification (mmpretrain), detection (mmdet) or segmentation (mmseg) config.
+
+    python tools/train.py configs/biformer_ade20k.py [--work-dir DIR] [--resume [auto|PATH]] [--amp]
+        [--cfg-options key=value ...] [--data-root DIR] [--seed N] [--deterministic]
+        [--launcher {none,pytorch}]
+
+Distributed: ``bash tools/dist_train.sh CONFIG GPUS [args]`` (torchrun; NCCL on GPUs, gloo on CPU).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from mmengine.config import DictAction
+from mmengine.logging import print_log
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='config file')
+    parser.add_argument('--work-dir', help='where logs, checkpoints and metrics go '
+                        '(default: work_dirs/<config name>)')
+    parser.add_argument('--resume', nargs='?', const='auto', default=None, metavar='auto|PATH',
+                        help='resume from the latest checkpoint in the work dir (no value or "auto") '
+                        'or from the given checkpoint')
+    parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+                        help='override config entries, e.g. train_cfg.max_iters=100 (keys are checked)')
+    parser.add_argument('--data-root', help="replace the config's data_root (e.g. a demo stand-in)")
+    parser.add_argument('--seed', type=int, default=None, help='random seed')
+    parser.add_argument('--deterministic', action='store_true', help='deterministic cuDNN / algorithms')
+    parser.add_argument('--launcher', choices=['none', 'pytorch'], default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    from visionattn.mm.cli import build_runner, check_data_roots, check_neck_channels, load_config
+
+    cfg = load_config(args.config, args.cfg_options, args.work_dir, args.data_root)
+    check_data_roots(cfg, ('train_dataloader', 'val_dataloader'))
+    check_neck_channels(cfg)
+    cfg.launcher = args.launcher
+
+    if args.amp:
+        wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if wrapper == 'AmpOptimWrapper':
+            print_log('AMP is already enabled in the config.', logger='current', level=logging.WARNING)
+        elif wrapper != 'OptimWrapper':
+            sys.exit(f'--amp needs optim_wrapper.type OptimWrapper, the config has {wrapper}')
+        else:
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        if not os.path.isfile(args.resume):
+            sys.exit(f'--resume: checkpoint {args.resume} does not exist')
+        cfg.resume, cfg.load_from = True, args.resume
+    if args.seed is not None or args.deterministic:
+        cfg.randomness = dict(cfg.get('randomness') or {})
+        if args.seed is not None:
+            cfg.randomness['seed'] = args.seed
+        cfg.randomness['deterministic'] = args.deterministic
+
+    runner = build_runner(cfg)
+    runner.train()
+    print(f'Training finished. Work dir: {os.path.abspath(cfg.work_dir)}')
+
+
+if __name__ == '__main__':
+    main()
