@@ -101,6 +101,14 @@ def _routed_keys(IDX_ROW, s_ik, MASK_B, s_my, s_mx, start, n_keys, HAS_MASK: tl.
 
 
 @triton.jit
+def _program_tokens(heads, TOKENS: tl.constexpr, BLOCK: tl.constexpr):
+    """This program's region, batch, head, block of the region's tokens and which of them exist."""
+    b = (tl.program_id(2) // heads).to(tl.int64)
+    token = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    return tl.program_id(1), b, tl.program_id(2) % heads, token, token < TOKENS
+
+
+@triton.jit
 def _forward_kernel(Q, K, V, IDX, MASK, OUT, LSE,
                     s_qb, s_qy, s_qx, s_qh, s_kb, s_ky, s_kx, s_kh, s_vb, s_vy, s_vx, s_vh,
                     s_ob, s_oy, s_ox, s_oh, s_lb, s_ly, s_lx, s_lh, s_ib, s_ir, s_ik, s_mb, s_my, s_mx,
@@ -110,11 +118,7 @@ def _forward_kernel(Q, K, V, IDX, MASK, OUT, LSE,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
                     PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
     TOKENS: tl.constexpr = REGION_H * REGION_W
-    region = tl.program_id(1)
-    b = (tl.program_id(2) // heads).to(tl.int64)
-    h = tl.program_id(2) % heads
-    q_tok = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    q_valid = q_tok < TOKENS
+    region, b, h, q_tok, q_valid = _program_tokens(heads, TOKENS, BLOCK_M)
     d = tl.arange(0, BLOCK_D)
     dv = tl.arange(0, BLOCK_DV)
     K_BH, V_BH = K + b * s_kb + h * s_kh, V + b * s_vb + h * s_vh
@@ -159,11 +163,7 @@ def _backward_dq_kernel(Q, K, V, IDX, MASK, DO, LSE, DELTA, DQ,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                         BLOCK_DV: tl.constexpr, PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
     TOKENS: tl.constexpr = REGION_H * REGION_W
-    region = tl.program_id(1)
-    b = (tl.program_id(2) // heads).to(tl.int64)
-    h = tl.program_id(2) % heads
-    q_tok = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    q_valid = q_tok < TOKENS
+    region, b, h, q_tok, q_valid = _program_tokens(heads, TOKENS, BLOCK_M)
     d = tl.arange(0, BLOCK_D)
     dv = tl.arange(0, BLOCK_DV)
     K_BH, V_BH = K + b * s_kb + h * s_kh, V + b * s_vb + h * s_vh
@@ -201,11 +201,7 @@ def _backward_dkdv_kernel(Q, K, V, QREGIONS, OFFSETS, MASK, DO, LSE, DELTA, DK, 
                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                           BLOCK_DV: tl.constexpr, PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
     TOKENS: tl.constexpr = REGION_H * REGION_W
-    region = tl.program_id(1)
-    b = (tl.program_id(2) // heads).to(tl.int64)
-    h = tl.program_id(2) % heads
-    k_tok = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    k_in = k_tok < TOKENS
+    region, b, h, k_tok, k_in = _program_tokens(heads, TOKENS, BLOCK_N)
     k_valid = _key_valid(MASK + b * s_mb, region, k_tok, k_in, s_my, s_mx, HAS_MASK, GRID_W, REGION_H, REGION_W)
     d = tl.arange(0, BLOCK_D)
     dv = tl.arange(0, BLOCK_DV)
