@@ -42,14 +42,28 @@ by routing rank, then row-major within a region (softmax does not depend on that
 routing and attention; pass ``token_mask`` to exclude them instead (masked region means, padded keys
 never attended). A query whose routed keys are all masked gets a zero output and zero gradients.
 
-The PyTorch path processes the routed regions in groups with an online softmax and recomputes the
-attention in the backward from the saved log-sum-exp (flash-attention style), in chunks of at most
-``_SCORE_BUDGET`` scores, so its memory depends on neither ``topk`` nor the problem size beyond q, k, v
-and the output themselves.
+Building upstream's ``BiLevelRoutingAttention`` (``bra_legacy.py``, the released checkpoints) on these
+ops, for an NHWC input ``x`` of ``C`` channels and ``n_win`` regions per side::
+
+    x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))                   # auto_pad: zeros at the right/bottom
+    q, k, v = qkv(x).split([qk_dim, qk_dim, C], -1)            # the qkv Linear, views are fine
+    q, k = (t.unflatten(-1, (heads, qk_dim // heads)) for t in (q, k))
+    out = bi_level_routing_attention(q, k, v.unflatten(-1, (heads, C // heads)), n_win, topk,
+                                     token_mask=None)          # 'upstream' padding mode
+    out = wo(out.flatten(3) + lepe(v))[:, :H, :W]              # LePE on the (padded) V, then crop
+
+The ``masked`` padding mode passes ``token_mask = (rows < H)[:, None] & (cols < W)`` (shape
+``(1, H + pad_h, W + pad_w)``) instead: padded tokens then neither enter the region means nor serve as
+keys. timm and the OpenMMLab packages have no routed attention, hence this module.
+
+The PyTorch path never holds more than ``_SCORE_BUDGET`` attention scores at once: each step attends
+a chunk of query regions (or of one region's queries) to a group of their routed regions, all ``topk``
+when they fit, with an online softmax across groups; the backward recomputes the scores from the saved
+log-sum-exp (flash-attention style) and adds dK and dV back with ``index_add_``. Its memory is q, k, v,
+the output and their float32 region-major copies plus that bounded working set, whatever ``topk``.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -59,8 +73,7 @@ from .dispatch import default_backend, resolve_backend
 
 __all__ = ['bra_routing', 'bra_attention', 'bi_level_routing_attention', 'bra_attention_reference']
 
-_SCORE_BUDGET = 1 << 24  # attention scores the PyTorch path holds at once (64 MiB in float32)
-_KEY_GROUP = 256  # routed keys the PyTorch path attends per step (whole regions, at least one)
+_SCORE_BUDGET = 1 << 22  # attention scores the PyTorch path computes per step (16 MiB in float32)
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -198,7 +211,8 @@ class _Plan:
         self.rows = batch * grid_h * grid_w
         self.tokens = (height // grid_h) * (width // grid_w)
         self.topk = region_index.shape[-1]
-        self.group = max(1, min(self.topk, _KEY_GROUP // self.tokens))
+        # as many routed regions per step as fit the budget with all of a region's queries, then rows
+        self.group = max(1, min(self.topk, _SCORE_BUDGET // (heads * self.tokens * self.tokens)))
         keys = self.group * self.tokens
         self.query_chunk = max(1, min(self.tokens, _SCORE_BUDGET // (heads * keys)))
         self.row_chunk = max(1, _SCORE_BUDGET // (heads * self.query_chunk * keys))
@@ -243,6 +257,21 @@ def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _attend_group(q_tile: Tensor, routed: Tensor, k_rows: Tensor, v_rows: Tensor, mask_rows: Optional[Tensor],
+                  scale: float, state: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """One online-softmax step: (running max, sum, output) after the keys of the routed regions ``routed``.
+    A function of its own so that the step's score-sized temporaries are freed before the next step."""
+    run_max, run_sum, run_out = state
+    scores = _masked_scores(q_tile, _gather_keys(k_rows, routed), scale, mask_rows, routed)
+    new_max = torch.maximum(run_max, scores.amax(-1))
+    shift = new_max.masked_fill(new_max == float('-inf'), 0)  # every key so far masked
+    probs = torch.exp(scores - shift.unsqueeze(-1))
+    rescale = torch.exp(run_max - shift)
+    run_sum = run_sum * rescale + probs.sum(-1)
+    run_out = run_out * rescale.unsqueeze(-1) + probs @ _gather_keys(v_rows, routed)
+    return new_max, run_sum, run_out
+
+
 def _torch_forward(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, key_mask: Optional[Tensor],
                    grid_h: int, grid_w: int, scale: float) -> tuple[Tensor, Tensor]:
     """Online softmax over groups of routed regions; returns the output and the log-sum-exp."""
@@ -258,24 +287,29 @@ def _torch_forward(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, key_ma
         lse = q_rows.new_empty(q_rows.shape[:3])
         for rows, queries in plan.tiles():
             q_tile = q_rows[rows, :, queries]
-            run_max = q_tile.new_full(q_tile.shape[:-1], float('-inf'))
-            run_sum = q_tile.new_zeros(q_tile.shape[:-1])
-            run_out = q_tile.new_zeros(*q_tile.shape[:-1], v.shape[-1])
+            state = (q_tile.new_full(q_tile.shape[:-1], float('-inf')), q_tile.new_zeros(q_tile.shape[:-1]),
+                     q_tile.new_zeros(*q_tile.shape[:-1], v.shape[-1]))
             for routed in plan.groups(rows):
-                scores = _masked_scores(q_tile, _gather_keys(k_rows, routed), scale, mask_rows, routed)
-                new_max = torch.maximum(run_max, scores.amax(-1))
-                shift = new_max.masked_fill(new_max == float('-inf'), 0)  # every key so far masked
-                probs = torch.exp(scores - shift.unsqueeze(-1))
-                rescale = torch.exp(run_max - shift)
-                run_sum = run_sum * rescale + probs.sum(-1)
-                run_out = run_out * rescale.unsqueeze(-1) + probs @ _gather_keys(v_rows, routed)
-                run_max = new_max
+                state = _attend_group(q_tile, routed, k_rows, v_rows, mask_rows, scale, state)
+            run_max, run_sum, run_out = state
             attended = run_sum > 0
             out[rows, :, queries] = run_out / torch.where(attended, run_sum, 1).unsqueeze(-1)
             lse[rows, :, queries] = torch.where(attended, run_max + torch.log(run_sum), float('inf'))
     out = _from_regions(out.transpose(1, 2), batch, grid_h, grid_w, height, width)
     lse = _from_regions(lse.transpose(1, 2), batch, grid_h, grid_w, height, width)
     return out.to(q.dtype).contiguous(), lse.contiguous()
+
+
+def _backward_group(q_tile: Tensor, g_tile: Tensor, lse_tile: Tensor, delta_tile: Tensor, routed: Tensor,
+                    k_rows: Tensor, v_rows: Tensor, mask_rows: Optional[Tensor], scale: float, dk: Tensor,
+                    dv: Tensor) -> Tensor:
+    """Adds the routed keys' share of dK and dV for one step and returns the step's dQ (unscaled)."""
+    keys, values = _gather_keys(k_rows, routed), _gather_keys(v_rows, routed)
+    probs = torch.exp(_masked_scores(q_tile, keys, scale, mask_rows, routed) - lse_tile.unsqueeze(-1))
+    dscores = probs * (g_tile @ values.transpose(-2, -1) - delta_tile.unsqueeze(-1))
+    _scatter_keys(dv, routed, probs.transpose(-2, -1) @ g_tile)
+    _scatter_keys(dk, routed, (dscores.transpose(-2, -1) @ q_tile) * scale)
+    return dscores @ keys
 
 
 def _torch_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, region_index: Tensor,
@@ -299,15 +333,11 @@ def _torch_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, region_in
         dk = torch.zeros_like(k_rows)
         dv = torch.zeros_like(v_rows)
         for rows, queries in plan.tiles():
-            q_tile, g_tile = q_rows[rows, :, queries], g_rows[rows, :, queries]
-            lse_tile, delta_tile = lse_rows[rows, :, queries], delta[rows, :, queries]
+            tile = (q_rows[rows, :, queries], g_rows[rows, :, queries], lse_rows[rows, :, queries],
+                    delta[rows, :, queries])
             for routed in plan.groups(rows):
-                keys, values = _gather_keys(k_rows, routed), _gather_keys(v_rows, routed)
-                probs = torch.exp(_masked_scores(q_tile, keys, scale, mask_rows, routed) - lse_tile.unsqueeze(-1))
-                dscores = probs * (g_tile @ values.transpose(-2, -1) - delta_tile.unsqueeze(-1))
-                dq[rows, :, queries] += (dscores @ keys) * scale
-                _scatter_keys(dv, routed, probs.transpose(-2, -1) @ g_tile)
-                _scatter_keys(dk, routed, (dscores.transpose(-2, -1) @ q_tile) * scale)
+                dq[rows, :, queries] += _backward_group(*tile, routed, k_rows, v_rows, mask_rows, scale, dk, dv)
+        dq *= scale
     dq = _from_regions(dq.transpose(1, 2), batch, grid_h, grid_w, height, width)
     dk = _from_regions(dk, batch, grid_h, grid_w, height, width)
     dv = _from_regions(dv, batch, grid_h, grid_w, height, width)
