@@ -93,3 +93,44 @@ def test_upstream_implementations_exist_only_where_one_runs() -> None:
         ('resnet18_cbam', None, 'ours'), ('resnet18_cbam', 320, 'ours'),
         ('biformer_small', None, 'ours'), ('biformer_small', None, 'upstream'),
         ('biformer_small', 320, 'ours'), ('biformer_small', 320, 'upstream')]
+
+
+def test_flops_of_routing_attention_count_the_routed_keys() -> None:
+    from visionattn.ops import bi_level_routing_attention
+
+    class Routing(nn.Module):
+        def forward(self, q: torch.Tensor) -> torch.Tensor:
+            return bi_level_routing_attention(q, q, q, region_grid=4, topk=3, backend='torch')
+
+    batch, side, heads, dim = 2, 8, 2, 4
+    flops = benchmark.count_flops(Routing(), torch.randn(batch, side, side, heads, dim))
+    regions, keys = 16, 3 * (side // 4) ** 2
+    routing = 2 * batch * regions * regions * heads * dim  # region affinity: (regions x C) @ (C x regions)
+    attention = 4 * batch * side * side * heads * keys * dim
+    assert flops == routing + attention
+
+
+def test_upstream_gather_attention_runs_inside_biformer() -> None:
+    import timm
+
+    from visionattn.ops import routing
+    model = timm.create_model('biformer_tiny', depths=(1, 1, 1, 1), embed_dims=(16, 32, 64, 128), head_dim=16,
+                              n_win=4, topks=(2, 3, 4, -2), num_classes=3).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ours = model(x)
+    fast, reference, calls = routing.bra_attention, routing.bra_attention_reference, []
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].shape)
+        return reference(*args, **kwargs)
+
+    routing.bra_attention_reference = spy
+    try:
+        with benchmark.upstream_impl('biformer_tiny')[1](), torch.no_grad():
+            upstream = model(x)
+    finally:
+        routing.bra_attention_reference = reference
+    assert len(calls) == 3  # one routing-attention block per stage in the first three stages
+    torch.testing.assert_close(upstream, ours, rtol=1e-4, atol=1e-5)
+    assert routing.bra_attention is fast  # restored

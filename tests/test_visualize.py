@@ -204,3 +204,65 @@ def test_detection_prediction_picture(tmp_path, grey_image) -> None:
     outside[max(y1 - 8, 0):y2 + 9, max(x1 - 8, 0):x2 + 9] = False
     outside[max(y1 - 8, 0):y1 + 30, max(x1 - 8, 0):x1 + 120] = False  # the label
     assert changed[outside].mean() < 0.02
+
+
+# ---------------------------------------------------------------------------------------------
+# BiFormer routed regions
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def tiny_biformer() -> nn.Module:
+    model = timm.create_model('biformer_tiny', depths=(1, 1, 1, 1), embed_dims=(16, 32, 64, 128), head_dim=16,
+                              n_win=4, topks=(2, 3, 4, -2), num_classes=0).eval()
+    _randomise_norms(model)
+    return model
+
+
+def routing_affinity(layer: nn.Module, qkv: torch.Tensor, n_win: int) -> torch.Tensor:
+    """BiFormer's region affinity from its definition: region means of q and k, scaled dot products."""
+    q, k = qkv[0, ..., :layer.qk_dim], qkv[0, ..., layer.qk_dim:2 * layer.qk_dim]
+    height, width = q.shape[:2]
+
+    def region_means(x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(n_win, height // n_win, n_win, width // n_win, -1)
+        return x.mean((1, 3)).reshape(n_win * n_win, -1)
+
+    return (region_means(q) * layer.scale) @ region_means(k).T
+
+
+@pytest.mark.parametrize('side, layer, query_xy', [(64, 'stages.0.blocks.0.attn', (5, 60)),
+                                                   (72, 'stages.1.blocks.0.attn', (50, 10))])
+def test_routed_regions_are_the_layers_routing(tiny_biformer, tmp_path, side, layer, query_xy) -> None:
+    image = np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    attn = dict(tiny_biformer.named_modules())[layer]
+    captured = {}
+    hook = attn.qkv.register_forward_hook(lambda m, a, out: captured.setdefault('qkv', out.detach()))
+    try:
+        routing = visualize.routed_regions(tiny_biformer, image, query_xy, layer)
+    finally:
+        hook.remove()
+    stride = 4 if layer.startswith('stages.0') else 8
+    padded = -(-side // stride // 4) * 4  # the map, padded to a multiple of n_win = 4
+    assert (routing.stride, routing.map_size, routing.grid) == (stride, (padded, padded), (4, 4))
+    assert captured['qkv'].shape[1:3] == (padded, padded)
+    row, col = query_xy[1] // stride, query_xy[0] // stride
+    region = padded // 4
+    assert routing.query == (row, col) and routing.query_region == (row // region) * 4 + col // region
+    affinity = routing_affinity(attn, captured['qkv'], 4)
+    expected = affinity[routing.query_region].topk(attn.topk).indices.tolist()
+    assert routing.regions == expected and len(expected) == attn.topk
+
+    path = tmp_path / 'routing.png'
+    visualize.draw_routing(routing, image).save(path)
+    picture = np.asarray(Image.open(path).convert('RGB')).astype(np.float64)
+    cell = picture.shape[0] // 4
+    zoom = cell // (region * stride)
+    assert picture.shape[:2] == (4 * cell, 4 * cell) and cell >= 48
+    zoomed = np.zeros((4 * cell, 4 * cell, 3))
+    zoomed[:side * zoom, :side * zoom] = image.repeat(zoom, 0).repeat(zoom, 1)
+    for r in range(16):
+        if r == routing.query_region:
+            continue
+        y, x = (r // 4) * cell + 3 * cell // 4, (r % 4) * cell + 3 * cell // 4  # away from rank text and lines
+        base = zoomed[y, x]
+        np.testing.assert_allclose(picture[y, x], _blend(base, visualize.ROUTED_COLOUR) if r in expected else base,
+                                   atol=1)

@@ -293,19 +293,28 @@ def routed_regions(model: nn.Module, image: np.ndarray, query_xy: Sequence[int],
                    query_region=query_region, regions=index[0, query_region].tolist())
 
 
-def draw_routing(routing: Routing, image: np.ndarray) -> Image.Image:
-    """Routed regions (yellow, with their rank), the query's region outlined and the query token (red)."""
-    region = routing.region_size
-    cell = (region[0] * routing.stride, region[1] * routing.stride)
+def draw_routing(routing: Routing, image: np.ndarray, min_region: int = 48) -> Image.Image:
+    """Routed regions (yellow, numbered by rank), the query's region outlined and the query token (red).
+
+    The picture is enlarged (nearest) so that a region is at least ``min_region`` pixels wide; it
+    covers the routed map, padding included (black).
+    """
+    zoom = max(1, math.ceil(min_region / (routing.region_size[1] * routing.stride)))
+    token = routing.stride * zoom
+    cell = (routing.region_size[0] * token, routing.region_size[1] * token)
+    if zoom > 1:
+        image = np.asarray(Image.fromarray(image).resize((image.shape[1] * zoom, image.shape[0] * zoom),
+                                                         Image.NEAREST))
     canvas = _canvas(image, routing.grid[0] * cell[0], routing.grid[1] * cell[1])
     for r in routing.regions:
         _fill_cell(canvas, r // routing.grid[1], r % routing.grid[1], cell, ROUTED_COLOUR)
-    _fill_cell(canvas, *routing.query, (routing.stride, routing.stride), QUERY_COLOUR)
+    _fill_cell(canvas, *routing.query, (token, token), QUERY_COLOUR)
     picture = _to_image(canvas)
     _grid_lines(picture, cell, *routing.grid)
     draw = ImageDraw.Draw(picture)
-    top, left = (routing.query_region // routing.grid[1]) * cell[0], (routing.query_region % routing.grid[1]) * cell[1]
-    draw.rectangle([left, top, left + cell[1] - 1, top + cell[0] - 1], outline=QUERY_COLOUR, width=2)
+    top, left = divmod(routing.query_region, routing.grid[1])
+    draw.rectangle([left * cell[1], top * cell[0], (left + 1) * cell[1] - 1, (top + 1) * cell[0] - 1],
+                   outline=QUERY_COLOUR, width=2)
     for rank, r in enumerate(routing.regions, 1):
         draw.text(((r % routing.grid[1]) * cell[1] + 3, (r // routing.grid[1]) * cell[0] + 2), str(rank),
                   fill=(0, 0, 0))
