@@ -72,6 +72,11 @@ class Family:
     # attention layer class name -> (limits, domain caveats) added to the cards of models that have it
     layer_notes: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for name in ('limits', 'domains'):
+            if not isinstance(getattr(self, name), tuple):
+                raise TypeError(f'Family {self.title!r}: {name} must be a tuple of sentences')
+
     def notes_for(self, model: 'Model') -> tuple[list[str], list[str]]:
         """(intended use and limits, medical/remote-sensing caveats) of ``model``."""
         layers = [layer for layer in self.layer_notes if _attention(model, layer)]
@@ -103,6 +108,10 @@ def _nat_facts(model: 'Model') -> list[str]:
              f'Inputs with a side below {needed} px make some stage map smaller than kernel x dilation; '
              'that map is zero-padded at the right/bottom and the padded tokens take part in attention, as in '
              'NATTEN 0.14 (NeighborhoodAttention2D). Outputs at such sizes are not a crop of a larger input\'s.']
+    if max(dilations) > 1:
+        lines.append(f'The dilations were chosen for the maps of a {side} px input (there a dilated window spans its '
+                     'whole stage map); at much larger inputs dilated windows cover a smaller share of the image '
+                     'than in training.')
     if needed > side:
         lines.append(f'The default input ({side} px) is already below that size: some stages always pad.')
     return lines
@@ -285,8 +294,7 @@ FAMILIES: dict[str, Family] = {
             'ImageNet classification and backbone for detection/segmentation. The official checkpoints were '
             'trained with NATTEN 0.14-0.17 (relative positional bias), which current NATTEN no longer ships; '
             'here they run on the project\'s own operator (Triton on CUDA, PyTorch on CPU) with the same '
-            'semantics. DiNAT\'s dilations were chosen for 224 px: at much larger inputs the dilated windows cover '
-            'a smaller share of the image than in training.'),
+            'semantics.',),
         domains=(
             'Remote sensing: the window is fixed in tokens, so its footprint in metres follows the ground '
             'sampling distance; choose the input resolution so that objects span several tokens at stride 4. '
@@ -308,7 +316,7 @@ FAMILIES: dict[str, Family] = {
             'and backbone for detection/segmentation (feature_norms=True loads upstream\'s mmdet/mmseg '
             'checkpoints). The routing is content-dependent and not differentiable (top-k indices carry no '
             'gradient, as upstream). Memory here does not grow with top-k (the attention reads routed regions in '
-            'place instead of upstream\'s gathered copies).'),
+            'place instead of upstream\'s gathered copies).',),
         domains=(
             'Remote sensing: with zero-padded or no-data borders, pad_mode=\'upstream\' lets padded regions win '
             'routing slots; use pad_mode=\'masked\' or cut tiles to the region multiple.',
