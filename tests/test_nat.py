@@ -310,3 +310,16 @@ def test_dinat_segmentation_config_trains_on_the_demo_data(tmp_path):
     state = torch.load(tmp_path / 'work/iter_2.pth', map_location='cpu', weights_only=False)['state_dict']
     torch.testing.assert_close(state['backbone.model.model.stages.1.blocks.1.attn.rpb'],
                                fx['state_dict']['levels.1.blocks.1.attn.rpb'], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize('side', [20, 10])  # 10 < kernel x dilation = 14: the padded 14x14 map is what runs
+def test_complexity_tool_counts_neighbourhood_attention(side):
+    from torch.utils.flop_counter import FlopCounterMode
+    sys.path.insert(0, str(REPO_ROOT / 'tools'))
+    from measure_complexity import CUSTOM_OP_FLOPS
+    attn = visionattn.layers.NeighborhoodAttention2D(32, 2, 7, dilation=2)
+    counter = FlopCounterMode(display=False, custom_mapping=CUSTOM_OP_FLOPS)
+    with counter, torch.no_grad():
+        attn(torch.randn(1, side, side, 32))
+    padded = max(side, 14) ** 2
+    assert counter.get_total_flops() == 2 * padded * 32 * 96 + 4 * padded * 49 * 32 + 2 * side ** 2 * 32 * 32
