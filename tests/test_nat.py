@@ -122,8 +122,9 @@ def test_forward_intermediates_agree_with_forward():
         torch.testing.assert_close(final, model.forward_features(x))
         torch.testing.assert_close(model.forward_head(final), model(x))
         torch.testing.assert_close(intermediates[-1].permute(0, 2, 3, 1), model.stages(model.patch_embed(x)))
-        last = model.forward_intermediates(x, indices=[1], stop_early=True, output_fmt='NHWC', intermediates_only=True)
+        reached, last = model.forward_intermediates(x, indices=[1], stop_early=True, output_fmt='NHWC')
         torch.testing.assert_close(last[0], intermediates[1].permute(0, 2, 3, 1))
+        torch.testing.assert_close(reached, last[0])  # stopped at stage 1: no final norm (sized for stage 3)
         normed = model.forward_intermediates(x, indices=1, norm=True, intermediates_only=True)
         torch.testing.assert_close(normed[0], final.permute(0, 3, 1, 2))
 
