@@ -52,11 +52,11 @@ def test_official_logits_pytorch_path(name):
 
 
 @pytest.mark.slow
-def test_official_logits_interpreted_triton_path():
-    """DiNAT's fixture has both plain and dilated layers at every map size of the NAT fixture; its one image
-    takes ~30 s of CPU on Triton's interpreter (the NAT fixture, checked the same way, takes ~25 s more)."""
+@pytest.mark.parametrize('name', FIXTURES)
+def test_official_logits_interpreted_triton_path(name):
+    """One image of each fixture through the Triton kernels on Triton's CPU interpreter (~30 s each)."""
     pytest.importorskip('triton')
-    model, fx = fixture_model('dinat_small_dims')
+    model, fx = fixture_model(name)
     with torch.no_grad(), visionattn.use_backend('triton'):  # TRITON_INTERPRET=1 (conftest): CPU interpreter
         logits = model(fx['input'][:1])  # one image keeps the interpreter's run short; eval mode: rows are independent
     assert rel_err(logits, fx['logits'][:1]) < 1e-4

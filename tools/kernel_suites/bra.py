@@ -13,19 +13,17 @@ Implementations (all take the same channels-last q, k, v and the same routing):
 - ``sdpa``: dense ``scaled_dot_product_attention`` over all tokens (not the same result: the ceiling).
 On CPU the table compares the PyTorch path with the gather only: the Triton kernels would run
 interpreted, FlexAttention has no CPU backward, and dense SDPA is not the routed computation. There, peak
-memory is the tensor bytes alive at the peak (:func:`cpu_tensor_peak_mib`), the same quantity CUDA's
+memory is the tensor bytes alive at the peak (:func:`common.peak_mib`), the same quantity CUDA's
 allocator reports on GPUs.
 """
 from __future__ import annotations
 
-import gc
 import math
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch.autograd import DeviceType
 
 from visionattn.ops import bra_attention, bra_attention_reference, bra_routing
 
@@ -152,27 +150,6 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return {torch.float32: 'fp32', torch.float16: 'fp16', torch.bfloat16: 'bf16'}[dtype]
 
 
-def cpu_tensor_peak_mib(fn: Callable[[], object]) -> float:
-    """Peak of the CPU tensor memory ``fn()`` allocates on top of what exists before it, in MiB.
-
-    Counted from the profiler's allocation events, so it is the CPU twin of CUDA's
-    ``max_memory_allocated`` and does not depend on the allocator: the resident-set high-water mark
-    (``common.peak_mib`` on CPU) counts what glibc keeps after frees and the heap's fragmentation,
-    which here made a flat-memory operator look like it grew with topk.
-    """
-    from torch.profiler import ProfilerActivity, profile
-    gc.collect()
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted((e for e in prof.profiler.kineto_results.events()
-                     if e.name() == '[memory]' and e.device_type() == DeviceType.CPU), key=lambda e: e.start_ns())
-    live = peak = 0
-    for event in events:
-        live += event.nbytes()
-        peak = max(peak, live)
-    return peak / 2**20
-
-
 @dataclass
 class Case:
     """One row to measure: ``make()`` allocates the inputs and returns the call to time and peak."""
@@ -196,10 +173,7 @@ def measure(cases: list[Case], device: torch.device) -> list[Row]:
             case.row.ms = time_ms(case.make(), device, warmup=1, repeat=case.repeat)
             case.row.tflops = case.flops(case.row.ms) if case.flops else None
             fn = case.make()
-            if device.type == 'cuda':
-                case.row.peak_mib = peak_mib(fn, device)
-            else:
-                case.row.peak_mib = cpu_tensor_peak_mib(fn)
+            case.row.peak_mib = peak_mib(fn, device)
         except Exception as error:  # noqa: BLE001 - reported in the table, not fatal
             _add_note(case.row, _failure(error))
         if device.type == 'cuda':

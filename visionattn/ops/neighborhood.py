@@ -37,7 +37,7 @@ from typing import NamedTuple, Optional, Sequence
 import torch
 from torch import Tensor
 
-from .dispatch import resolve_backend
+from .dispatch import autocast_inputs, resolve_backend
 
 __all__ = ['na2d']
 
@@ -63,9 +63,7 @@ def na2d(q: Tensor, k: Tensor, v: Tensor, kernel_size: int | Sequence[int], dila
     Returns:
         ``(batch, height, width, heads, head_dim)``, contiguous, in q's dtype.
     """
-    if torch.is_autocast_enabled(q.device.type):
-        dtype = torch.get_autocast_dtype(q.device.type)
-        q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    q, k, v = autocast_inputs(q, k, v)
     kernel, dil = _check_args(q, k, v, kernel_size, dilation, rpb)
     if scale is None:
         scale = q.shape[-1] ** -0.5

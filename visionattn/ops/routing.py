@@ -69,7 +69,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .dispatch import default_backend, resolve_backend
+from .dispatch import autocast_inputs, default_backend, resolve_backend
 
 __all__ = ['bra_routing', 'bra_attention', 'bi_level_routing_attention', 'bra_attention_reference']
 
@@ -422,10 +422,7 @@ def bra_attention(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, region_
         ``(batch, height, width, heads, head_dim_v)`` in the dtype of q (the autocast dtype under autocast).
     """
     grid_h, grid_w = _check_attention_args(q, k, v, region_index, region_grid, key_mask)
-    device_type = q.device.type
-    if torch.is_autocast_enabled(device_type) and q.dtype != torch.float64:
-        dtype = torch.get_autocast_dtype(device_type)
-        q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    q, k, v = autocast_inputs(q, k, v)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     out, _ = _forward_op(q, k, v, region_index, key_mask, grid_h, grid_w, scale, _backend_for(backend, q))
     return out
