@@ -50,4 +50,4 @@ test_dataloader = dict(
 # VOC-style AP at IoU 0.5 per class, and their mean.
 val_evaluator = dict(type='visionattn.DetPerClassAPMetric', iou_thrs=0.5)
 test_evaluator = val_evaluator
-visualizer = dict(type='DetLocalVisualizer', vis_backends=[dict(type='LocalVisBackend')], name='visualizer')
+visualizer = dict(type='DetLocalVisualizer', vis_backends=[dict(type='LocalVisBackend')])

@@ -41,4 +41,4 @@ test_dataloader = dict(batch_size=1, num_workers=4, persistent_workers=True,
 # Per-class Dice/IoU/sensitivity/specificity and the challenge's thresholded Jaccard (0 below 0.65).
 val_evaluator = dict(type='visionattn.SegPerClassMetric', thresholded_jaccard=0.65)
 test_evaluator = val_evaluator
-visualizer = dict(type='SegLocalVisualizer', vis_backends=[dict(type='LocalVisBackend')], name='visualizer')
+visualizer = dict(type='SegLocalVisualizer', vis_backends=[dict(type='LocalVisBackend')])

@@ -50,4 +50,4 @@ test_dataloader = dict(
 # Dice/IoU, precision/recall (sensitivity), specificity per class, and the image-averaged Dice polyp papers report.
 val_evaluator = dict(type='visionattn.SegPerClassMetric')
 test_evaluator = val_evaluator
-visualizer = dict(type='SegLocalVisualizer', vis_backends=[dict(type='LocalVisBackend')], name='visualizer')
+visualizer = dict(type='SegLocalVisualizer', vis_backends=[dict(type='LocalVisBackend')])
