@@ -322,3 +322,14 @@ def test_band_counts_must_agree_across_loader_model_and_preprocessor():
     check_band_counts(load_config(config))
     with pytest.raises(ConfigError, match='in_chans of the model = 12, model.data_preprocessor.mean .* = 13'):
         check_band_counts(load_config(config, {'model.in_chans': 12}))
+
+
+@pytest.mark.parametrize('config', sorted(str(p.relative_to(REPO_ROOT)) for folder in ('medical', 'remote_sensing')
+                                          for p in (REPO_ROOT / 'configs' / folder).glob('*.py')))
+def test_recipe_heads_and_band_counts_match_their_default_backbone(config):
+    """The full-size recipes as shipped (ConvNeXt-T / ResNet-50): checked without building or downloading."""
+    from visionattn.mm.cli import check_band_counts, check_neck_channels, load_config
+    cfg = load_config(str(REPO_ROOT / config))
+    check_neck_channels(cfg)
+    check_band_counts(cfg)
+    assert cfg.custom_imports['imports'] == ['visionattn.mm']

@@ -18,9 +18,11 @@ from unittest import mock
 
 import numpy as np
 import pytest
+import tifffile
 import timm
 import torch
 from mmengine.config import Config
+from PIL import Image
 
 from conftest import REPO_ROOT
 from test_domains_data import load_demo_tool
@@ -135,3 +137,55 @@ def test_recipe_trains_tests_and_draws_on_its_stand_in(recipe, demo, tmp_path):
         assert key in test, (key, sorted(test))
     drawn = [p for p in pictures.rglob('*') if p.suffix in ('.png', '.jpg')]
     assert len(drawn) == 2, drawn  # one picture per test image (indices=2)
+
+
+def readme_config() -> str:
+    """The example config of the README's "Fine-tune on your own data" section."""
+    text = (REPO_ROOT / 'README.md').read_text()
+    start = text.index('```python\n# configs/my_project/my_data.py') + len('```python\n')
+    return text[start:text.index('```', start)]
+
+
+def make_own_multiband_data(root: Path, rng: np.random.Generator) -> None:
+    """4-band uint16 GeoTIFF tiles and index masks (0 background, 1 water: dark NIR, 2 forest: bright NIR)."""
+    for split, count in (('train', 4), ('val', 2), ('test', 2)):
+        (root / 'images' / split).mkdir(parents=True)
+        (root / 'masks' / split).mkdir(parents=True)
+        for i in range(count):
+            mask = np.zeros((48, 48), np.uint8)
+            mask[rng.integers(0, 20):rng.integers(24, 48), :20] = 1
+            mask[:, 30:] = 2
+            nir = np.choose(mask, [2400, 300, 4200]).astype(np.float64)
+            bands = np.stack([np.full((48, 48), 420.0), np.full((48, 48), 610.0), np.full((48, 48), 530.0), nir])
+            bands += rng.normal(0, 50, bands.shape)
+            tifffile.imwrite(root / 'images' / split / f'tile_{i}.tif', bands.clip(0, 65535).astype(np.uint16),
+                             photometric='minisblack', planarconfig='separate')
+            mask[0, :4] = 255  # a few unlabelled pixels
+            Image.fromarray(mask).save(root / 'masks' / split / f'tile_{i}.png')
+
+
+def test_readme_own_data_example_trains_tests_and_draws(tmp_path):
+    from visionattn.mm.transforms import band_statistics
+    configs = tmp_path / 'configs'
+    (configs / 'my_project').mkdir(parents=True)
+    for folder in ('_base_', 'remote_sensing'):
+        (configs / folder).symlink_to(REPO_ROOT / 'configs' / folder)
+    config = configs / 'my_project' / 'my_data.py'
+    config.write_text(readme_config())
+    data = tmp_path / 'data'
+    make_own_multiband_data(data, np.random.default_rng(0))
+    train_images = sorted(str(p) for p in (data / 'images' / 'train').glob('*.tif'))
+    mean, std = band_statistics(train_images)
+    pixels = np.concatenate([tifffile.imread(p).reshape(4, -1) for p in train_images], axis=1)
+    assert np.allclose(mean, pixels.mean(1), atol=1e-3) and np.allclose(std, pixels.std(1), atol=1e-3)
+
+    options = as_cli(shrink_options(Config.fromfile(config), 32))
+    work = tmp_path / 'work'
+    run_tool('train.py', str(config), '--work-dir', str(work), '--data-root', str(data), '--cfg-options', *options)
+    assert 'IoU/water' in json.loads((work / 'metrics_val.json').read_text())['metrics']
+    pictures = tmp_path / 'pictures'
+    run_tool('test.py', str(config), (work / 'last_checkpoint').read_text().strip(), '--work-dir', str(work / 'test'),
+             '--data-root', str(data), '--show-dir', str(pictures), '--cfg-options', *options)
+    assert 'Specificity/forest' in json.loads((work / 'test' / 'metrics_test.json').read_text())['metrics']
+    drawn = sorted(pictures.rglob('*.png'))
+    assert len(drawn) == 2 and np.asarray(Image.open(drawn[0])).std() > 10  # stretched, not black

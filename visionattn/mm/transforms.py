@@ -34,7 +34,7 @@ from PIL import Image
 
 from visionattn.registry import TRANSFORMS
 
-__all__ = ['read_raster', 'LoadMultiBandImage', 'LoadSegAnnotations', 'Albumentations']
+__all__ = ['read_raster', 'band_statistics', 'LoadMultiBandImage', 'LoadSegAnnotations', 'Albumentations']
 
 _TIFF_SUFFIXES = ('.tif', '.tiff')
 
@@ -71,6 +71,32 @@ def read_raster(path: str, backend_args: dict | None = None, for_mask: bool = Fa
         if array.ndim == 3 and array.shape[2] in (3, 4):
             array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB if array.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
     return array if array.ndim == 3 else array[..., None]
+
+
+def band_statistics(paths: Sequence[str], bands: Sequence[int] | None = None,
+                    backend_args: dict | None = None) -> tuple[list[float], list[float]]:
+    """Per-band mean and standard deviation over all pixels of ``paths`` (e.g. the training images).
+
+    The values for the data preprocessor's ``mean``/``std`` of a multi-band or 16-bit config; ``bands``
+    selects and orders bands as :class:`LoadMultiBandImage` does. Sums are accumulated in float64.
+    """
+    if not paths:
+        raise ValueError('band_statistics needs at least one image path')
+    total = total_sq = None
+    count = 0
+    for path in paths:
+        img = read_raster(path, backend_args)
+        if bands is not None:
+            img = img[..., list(bands)]
+        pixels = img.reshape(-1, img.shape[-1]).astype(np.float64)
+        if total is not None and pixels.shape[1] != len(total):
+            raise ValueError(f'{path} has {pixels.shape[1]} bands, the images before it {len(total)}')
+        total = pixels.sum(0) + (0 if total is None else total)
+        total_sq = (pixels ** 2).sum(0) + (0 if total_sq is None else total_sq)
+        count += len(pixels)
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 0))
+    return [round(float(m), 4) for m in mean], [round(float(s), 4) for s in std]
 
 
 @TRANSFORMS.register_module()
