@@ -15,13 +15,12 @@ None of mmcv, mmseg, mmdet or mmpretrain covers these cases without losing data 
   images to lie in [0, 1] and clips them (a 16-bit or reflectance image loses everything above 1),
   mmseg's wrapper converts BGR/RGB with ``cvtColor`` (fails for other than 3 channels), and albumentations
   ignores unknown (e.g. 1.x) argument names with a warning. :class:`Albumentations` rescales non-uint8
-  images to [0, 1] by a stated maximum and back, builds every transform with ``strict=True``, and keeps
+  images to [0, 1] by a stated maximum and back, turns unknown arguments into errors, and keeps
   ``img_shape`` and the mask in step.
 """
 from __future__ import annotations
 
 import io
-import os
 from typing import Any, Sequence
 
 import albumentations
@@ -32,6 +31,8 @@ from mmcv.transforms import BaseTransform
 from mmengine import fileio
 from PIL import Image
 
+import visionattn  # noqa: F401  (arms the mmcv op stand-in before mmseg is imported)
+from mmseg.datasets.transforms import LoadAnnotations
 from visionattn.registry import TRANSFORMS
 
 __all__ = ['read_raster', 'band_statistics', 'LoadMultiBandImage', 'LoadSegAnnotations', 'Albumentations']
@@ -150,18 +151,13 @@ class LoadMultiBandImage(BaseTransform):
                 f'to_float32={self.to_float32})')
 
 
-def _load_seg_annotations_base() -> type:
-    from mmseg.datasets.transforms import LoadAnnotations  # mmseg imports mmcv.ops: visionattn arms it first
-    return LoadAnnotations
-
-
 def _describe(values: np.ndarray, limit: int = 12) -> str:
     shown = ', '.join(str(v) for v in values[:limit])
     return f'{{{shown}{", ..." if len(values) > limit else ""}}}'
 
 
 @TRANSFORMS.register_module()
-class LoadSegAnnotations(_load_seg_annotations_base()):
+class LoadSegAnnotations(LoadAnnotations):
     """mmseg's ``LoadAnnotations`` for masks of any format, with the checks users need most.
 
     Reads PNG/JPEG (Pillow: palette indices kept), 16-bit PNG and TIFF masks. Then:
