@@ -10,13 +10,10 @@ split_fractions = dict(train=0.6, val=0.2, test=0.2)
 # trained on (timm's in_chans adaptation repeats the R, G, B filters over the channels in order), then the rest.
 bands = (3, 2, 1, 0, 4, 5, 6, 7, 8, 9, 10, 11, 12)
 num_bands = len(bands)
-# Per-band mean and std of EuroSAT-MS in file band order (TorchGeo's EuroSATDataModule), reordered like bands.
-_file_mean = [1354.40546513, 1118.24399958, 1042.92983953, 947.62620298, 1199.47283961, 1999.79090914,
-              2369.22292565, 2296.82608323, 732.08340178, 12.11327804, 1819.01027855, 1118.92391149, 2594.14080798]
-_file_std = [245.71762908, 333.00778264, 395.09249139, 593.75055589, 566.4170017, 861.18399006, 1086.63139075,
-             1117.98170791, 404.91978886, 4.77584468, 1002.58768311, 761.30323499, 1231.58581042]
-band_mean = [_file_mean[b] for b in bands]
-band_std = [_file_std[b] for b in bands]
+# Per-band mean and std of EuroSAT-MS (TorchGeo's EuroSATDataModule, rounded), in the order of `bands`:
+# B04, B03, B02, B01, B05, B06, B07, B08, B09, B10, B11, B12, B8A.
+band_mean = [947.63, 1042.93, 1118.24, 1354.41, 1199.47, 1999.79, 2369.22, 2296.83, 732.08, 12.11, 1819.01, 1118.92, 2594.14]
+band_std = [593.75, 395.09, 333.01, 245.72, 566.42, 861.18, 1086.63, 1117.98, 404.92, 4.78, 1002.59, 761.3, 1231.59]
 # 16-bit values are kept as they are and normalised by the data preprocessor (band_mean / band_std).
 train_pipeline = [
     dict(type='visionattn.LoadMultiBandImage', bands=bands, num_bands=num_bands),
