@@ -190,13 +190,14 @@ def test_convert_checkpoint_tool_writes_a_backbone_file_timm_loads(tmp_path):
         pytest.skip('tools/convert_checkpoint.py is not on this branch yet')
     fx = load_upstream_fixture('biformer_autopad')
     source, output = tmp_path / 'upernet.pth', tmp_path / 'backbone.safetensors'
-    torch.save(dense_checkpoint(fx), source)
+    checkpoint = dense_checkpoint(fx)
+    torch.save(checkpoint, source)
     upstream_kwargs = dict(json.loads(fx['upstream_kwargs']), type='BiFormer_mm')
     subprocess.run([sys.executable, str(tool), '--family', 'biformer_mm', '--upstream-kwargs',
                     json.dumps(upstream_kwargs), str(source), str(output)], check=True, cwd=REPO_ROOT)
     features = timm.create_model('biformer_tiny', features_only=True, feature_norms=True, pretrained=True,
                                  pretrained_cfg_overlay=dict(file=str(output)), **fixture_timm_kwargs(fx)).eval()
-    reference = from_official('biformer_mm', upstream_kwargs, dense_checkpoint(fx))
+    reference = from_official('biformer_mm', upstream_kwargs, checkpoint)
     with torch.no_grad():
         for got, want in zip(features(fx['input']), reference.forward_intermediates(fx['input'],
                                                                                      intermediates_only=True)):
