@@ -238,12 +238,13 @@ def masked_reference(attn: BiLevelRoutingAttention, x: torch.Tensor) -> torch.Te
     return attn.proj(out + lepe)
 
 
-def test_masked_padding_leaves_padded_tokens_out_of_routing_attention_and_lepe():
+@pytest.mark.parametrize('backend', ['torch', 'triton'])
+def test_masked_padding_leaves_padded_tokens_out_of_routing_attention_and_lepe(backend):
     torch.manual_seed(0)
     attn = BiLevelRoutingAttention(32, num_heads=2, n_win=3, topk=2, side_dwconv=3, pad_mode='masked')
     torch.nn.init.normal_(attn.qkv.bias, std=1.0)  # padded tokens' q/k/v are this bias: make it matter
     x = torch.randn(2, 7, 10, 32)  # padded to 9x12: regions of 3x4 tokens, the last row and column partial
-    with torch.no_grad():
+    with torch.no_grad(), visionattn.use_backend(backend):
         torch.testing.assert_close(attn(x), masked_reference(attn, x), rtol=1e-5, atol=1e-5)
         upstream = BiLevelRoutingAttention(32, num_heads=2, n_win=3, topk=2, side_dwconv=3, pad_mode='upstream')
         upstream.load_state_dict(attn.state_dict())
