@@ -200,9 +200,8 @@ def measure(cases: list[Case], device: torch.device) -> list[Row]:
                 case.row.peak_mib = peak_mib(fn, device)
             else:
                 case.row.peak_mib = cpu_tensor_peak_mib(fn)
-                case.row.note = '; '.join(n for n in (case.row.note, 'peak: tensor bytes') if n)
         except Exception as error:  # noqa: BLE001 - reported in the table, not fatal
-            case.row.note = '; '.join(n for n in (case.row.note, _failure(error)) if n)
+            _add_note(case.row, _failure(error))
         if device.type == 'cuda':
             torch.cuda.empty_cache()
     return [case.row for case in cases]
@@ -240,14 +239,24 @@ def routing_case(p: Problem, device: torch.device, dtype: torch.dtype) -> Case:
                     note='region means + affinity + top-k'), make)
 
 
-def add_peak_ratios(rows: list[Row]) -> None:
-    """Note each topk-sweep peak relative to the same implementation's smallest topk."""
+def _add_note(row: Row, note: str) -> None:
+    row.note = '; '.join(n for n in (row.note, note) if n)
+
+
+def add_ratios(rows: list[Row]) -> None:
+    """Note each row's speed and peak against the gather's on the same problem, and each topk-sweep
+    peak against the same implementation's at the smallest topk."""
+    gather = {(r.problem, r.dtype, r.mode): r for r in rows if r.impl == 'gather'}
     first: dict[tuple[str, str], float] = {}
     for row in rows:
+        base = gather.get((row.problem, row.dtype, row.mode))
+        if base is not None and row.impl in IMPLS and row is not base and row.ms and base.ms:
+            _add_note(row, f'{base.ms / row.ms:.2f}x gather speed')
+            if row.peak_mib and base.peak_mib:
+                _add_note(row, f'{row.peak_mib / base.peak_mib:.2f}x gather peak')
         if row.problem.startswith('topk sweep') and row.peak_mib:
-            key = (row.impl, row.dtype)
-            first.setdefault(key, row.peak_mib)
-            row.note = '; '.join(n for n in (row.note, f'peak x{row.peak_mib / first[key]:.2f} of topk 1') if n)
+            first.setdefault((row.impl, row.dtype), row.peak_mib)
+            _add_note(row, f'peak x{row.peak_mib / first[(row.impl, row.dtype)]:.2f} of topk 1')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -325,5 +334,5 @@ def run(device: torch.device, dtypes: list[torch.dtype], quick: bool) -> list[Ro
         if not quick:
             cases += [stack_case(impl, device, dtype, mode) for impl in memory_impls for mode in ('fwd', 'fwd+bwd')]
     rows = measure(cases, device)
-    add_peak_ratios(rows)
+    add_ratios(rows)
     return rows
