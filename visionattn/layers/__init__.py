@@ -1,6 +1,7 @@
 """Attention modules (nn.Module) built on :mod:`visionattn.ops`, shared by the model families."""
 from .cnn_attention import CBAM, ELA, TimmELA, TripletAttention, create_cnn_attention, get_cnn_attention
 from .neighborhood_attention import NeighborhoodAttention2D
+from .routing_attention import BiLevelRoutingAttention
 
-__all__ = ['CBAM', 'ELA', 'NeighborhoodAttention2D', 'TimmELA', 'TripletAttention', 'create_cnn_attention',
-           'get_cnn_attention']
+__all__ = ['BiLevelRoutingAttention', 'CBAM', 'ELA', 'NeighborhoodAttention2D', 'TimmELA', 'TripletAttention',
+           'create_cnn_attention', 'get_cnn_attention']

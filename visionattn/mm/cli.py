@@ -237,10 +237,10 @@ def check_neck_channels(cfg: Config) -> None:
     out_indices = backbone.get('out_indices', (0, 1, 2, 3))
     channels = [stages[i]['num_chs'] for i in out_indices]
     neck = model.get('neck')
-    consumers = [('model.neck', neck), ('model.decode_head', model.get('decode_head')),
-                 ('model.auxiliary_head', model.get('auxiliary_head'))]
-    if not (isinstance(neck, dict) and 'in_channels' in neck):  # e.g. a pooling neck in front of a cls head
-        consumers.append(('model.head', model.get('head')))
+    consumers = [('model.neck', neck)]
+    if not (isinstance(neck, dict) and 'in_channels' in neck):  # the heads read the backbone (no neck, or pooling)
+        consumers += [('model.decode_head', model.get('decode_head')),
+                      ('model.auxiliary_head', model.get('auxiliary_head')), ('model.head', model.get('head'))]
     for where, node in consumers:
         for i, head in enumerate(node if isinstance(node, list) else [node]):
             if not isinstance(head, dict) or 'in_channels' not in head:
