@@ -314,12 +314,10 @@ def test_dinat_segmentation_config_trains_on_the_demo_data(tmp_path):
 
 
 @pytest.mark.parametrize('side', [20, 10])  # 10 < kernel x dilation = 14: the padded 14x14 map is what runs
-def test_complexity_tool_counts_neighbourhood_attention(side):
+def test_flop_counter_counts_neighbourhood_attention(side):
     from torch.utils.flop_counter import FlopCounterMode
-    sys.path.insert(0, str(REPO_ROOT / 'tools'))
-    from measure_complexity import CUSTOM_OP_FLOPS
     attn = visionattn.layers.NeighborhoodAttention2D(32, 2, 7, dilation=2)
-    counter = FlopCounterMode(display=False, custom_mapping=CUSTOM_OP_FLOPS)
+    counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         attn(torch.randn(1, side, side, 32))
     padded = max(side, 14) ** 2

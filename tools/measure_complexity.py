@@ -2,9 +2,9 @@
 
 Counted with ``torch.utils.flop_counter.FlopCounterMode`` on one image, batch 1, eval mode, PyTorch
 attention path. FlopCounterMode counts matrix products and convolutions (a multiply-add as two FLOPs);
-the project's attention operators are custom ops it cannot see into, so their useful work is added
-here: neighbourhood attention ``4 * B * heads * tokens * window * head_dim`` FLOPs (QK^T and AV over
-each query's window; a map smaller than ``kernel x dilation`` counts with its zero padding, as it runs).
+the project's attention operators are custom ops, whose useful work they register next to their
+definitions (``register_flop_formula``): QK^T and AV over each query's neighbourhood window or routed
+regions (a map smaller than ``kernel x dilation`` counts with its zero padding, as it runs).
 Softmax, bias additions, norms and activations are not counted: the fvcore convention that upstream
 papers report as "FLOPs" (which are multiply-adds), so ``macs`` compares with their numbers.
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -27,20 +26,11 @@ from torch.utils.flop_counter import FlopCounterMode
 import visionattn  # noqa: F401  (registers the project's models and custom ops)
 
 
-def _na2d_flops(q_shape, k_shape, v_shape, rpb_shape, kernel_size, dilation, scale, backend, *,
-                out_shape=None) -> int:
-    batch, height, width, heads, head_dim = q_shape
-    return 4 * batch * heads * height * width * math.prod(kernel_size) * head_dim
-
-
-CUSTOM_OP_FLOPS = {torch.ops.visionattn.na2d_forward: _na2d_flops}
-
-
 def measure(model_name: str, size: int, **model_kwargs: Any) -> dict[str, Any]:
     """Parameters and counted FLOPs / multiply-adds of ``model_name`` on a ``size`` x ``size`` image."""
     model = timm.create_model(model_name, pretrained=False, **model_kwargs).eval()
     in_chans = model.pretrained_cfg.get('input_size', (3,))[0]
-    counter = FlopCounterMode(display=False, custom_mapping=CUSTOM_OP_FLOPS)
+    counter = FlopCounterMode(display=False)
     with counter, torch.inference_mode(), visionattn.use_backend('torch'):
         model(torch.randn(1, in_chans, size, size))
     flops = counter.get_total_flops()
@@ -75,8 +65,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     report = dict(
         command='python tools/measure_complexity.py ' + ' '.join(repr(a) if '*' in a else a for a in (argv or sys.argv[1:])),
         convention=('params: every parameter. flops: torch.utils.flop_counter.FlopCounterMode (a multiply-add is 2 '
-                    'FLOPs) over matmuls and convolutions, plus 4*B*heads*tokens*window*head_dim for neighbourhood '
-                    'attention; batch 1, eval mode. macs = flops / 2: the convention of upstream "FLOPs" (fvcore).'),
+                    'FLOPs) over matmuls and convolutions, plus QK^T and AV over the attended keys of the '
+                    'attention custom ops; batch 1, eval mode. macs = flops / 2: the convention of upstream "FLOPs" (fvcore).'),
         date=datetime.date.today().isoformat(), torch=torch.__version__, timm=timm.__version__, models=models)
     text = json.dumps(report, indent=2) + '\n'
     if args.out:

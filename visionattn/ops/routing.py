@@ -67,6 +67,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from torch.utils.flop_counter import register_flop_formula
 from torch import Tensor
 
 from .dispatch import autocast_inputs, default_backend, resolve_backend
@@ -390,6 +391,23 @@ def _backward(ctx, grad_out: Tensor, grad_lse: Tensor):
 
 
 _forward_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+@register_flop_formula(torch.ops.visionattn.bra_attention_forward)
+def _forward_flops(q_shape, k_shape, v_shape, index_shape, mask_shape, grid_h, grid_w, scale, backend, *,
+                   out_shape=None) -> int:
+    """FlopCounterMode's count: QK^T and AV over the topk routed regions, 2 FLOPs per multiply-add."""
+    batch, height, width, heads, qk_dim = q_shape
+    routed_keys = index_shape[-1] * (height // grid_h) * (width // grid_w)
+    return 2 * batch * heads * height * width * routed_keys * (qk_dim + v_shape[-1])
+
+
+@register_flop_formula(torch.ops.visionattn.bra_attention_backward)
+def _backward_flops(grad_shape, q_shape, k_shape, v_shape, index_shape, mask_shape, saved_out_shape, lse_shape,
+                    grid_h, grid_w, scale, backend, *, out_shape=None) -> int:
+    """Recomputed QK^T plus dV, dP, dQ and dK: 2.5x the forward."""
+    forward = _forward_flops(q_shape, k_shape, v_shape, index_shape, mask_shape, grid_h, grid_w, scale, backend)
+    return 5 * forward // 2
 
 
 # ----------------------------------------------------------------------------------------------
