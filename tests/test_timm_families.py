@@ -164,6 +164,26 @@ def test_loss_backward_predict(case, family):
     assert prediction(results[0]).shape[-2:] == batch['data_samples'][0].ori_shape
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize('family', ['davit', 'focalnet'])  # HaloNet's padded path runs in the tests above
+def test_mmpretrain_image_classifier_loss_backward(family):
+    """The same backbones under mmpretrain's ImageClassifier (pooling neck, linear head)."""
+    from mmpretrain.registry import MODELS
+    from mmpretrain.structures import DataSample
+    init_default_scope('mmpretrain')
+    backbone = dict(FAMILIES[family][1], out_indices=(-1,))
+    model = MODELS.build(dict(
+        type='ImageClassifier',
+        data_preprocessor=dict(type='ClsDataPreprocessor', num_classes=5, mean=[123.675, 116.28, 103.53],
+                               std=[58.395, 57.12, 57.375], to_rgb=True),
+        backbone=dict(type='visionattn.TimmBackbone', **backbone),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=5, in_channels=_channels(backbone)[-1])))
+    batch = dict(inputs=[torch.randint(0, 256, (3, 64, 80), dtype=torch.uint8) for _ in range(2)],
+                 data_samples=[DataSample().set_gt_label(label) for label in (1, 3)])
+    assert 'loss' in _train_step(model, batch)
+
+
 @pytest.mark.parametrize('model_name', [
     'davit_tiny', 'davit_small', 'davit_base',
     'focalnet_tiny_srf', 'focalnet_small_srf', 'focalnet_base_srf',
