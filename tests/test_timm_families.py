@@ -167,7 +167,7 @@ def test_loss_backward_predict(case, family):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('family', ['davit', 'focalnet'])  # HaloNet's padded path runs in the tests above
+@pytest.mark.parametrize('family', ['davit'])  # the adapter is the same for every model
 def test_mmpretrain_image_classifier_loss_backward(family):
     """The same backbones under mmpretrain's ImageClassifier (pooling neck, linear head)."""
     from mmpretrain.registry import MODELS
@@ -251,9 +251,10 @@ TINY_DAVIT_KWARGS = TINY_DAVIT['model_kwargs']
 # classification configs train timm's own models through the same TimmClassifier.
 # config, image-size divisor (demo images are 64-128px), backbone / classifier overrides (small variants)
 TRAIN_CASES = {
-    'davit-det': ('davit/mask_rcnn_davit_tiny_fpn_1x_coco.py', 8, dict(model_kwargs=TINY_DAVIT_KWARGS)),
-    'focalnet-cls': ('focalnet/focalnet_tiny_lrf_imagenet.py', 4, {}),
-    'halonet-seg': ('halonet/upernet_halonet26t_ade20k.py', 8, {}),
+    'davit-cls': ('davit/davit_tiny_imagenet.py', 4, TINY_DAVIT_KWARGS),
+    # ImageNet-size focal kernels: CPU depthwise 9-13 kernels are slow; the widened ones run above
+    'focalnet-seg': ('focalnet/upernet_focalnet_tiny_srf_ade20k.py', 8, dict(model_kwargs={})),
+    'halonet-det': ('halonet/mask_rcnn_halonet26t_fpn_1x_coco.py', 8, {}),
 }
 
 
@@ -319,6 +320,7 @@ def _small_variant(cfg, divisor: int, overrides: dict) -> None:
     # schedulers that would start after the end (cosine after warm-up, poly after 1500 iterations) go
     cfg.param_scheduler = [s for s in cfg.param_scheduler if s.get('begin', 0) < 1]
     cfg.default_hooks.logger.interval = 1
+    cfg.default_hooks.checkpoint = None  # writing weights and optimizer state is not what is tested
 
 
 @pytest.mark.slow
