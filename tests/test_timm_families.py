@@ -252,8 +252,7 @@ TINY_DAVIT_KWARGS = TINY_DAVIT['model_kwargs']
 # config, image-size divisor (demo images are 64-128px), backbone / classifier overrides (small variants)
 TRAIN_CASES = {
     'davit-cls': ('davit/davit_tiny_imagenet.py', 4, TINY_DAVIT_KWARGS),
-    # ImageNet-size focal kernels: CPU depthwise 9-13 kernels are slow; the widened ones run above
-    'focalnet-seg': ('focalnet/upernet_focalnet_tiny_srf_ade20k.py', 8, dict(model_kwargs={})),
+    'focalnet-seg': ('focalnet/upernet_focalnet_tiny_srf_ade20k.py', 8, {}),
     'halonet-det': ('halonet/mask_rcnn_halonet26t_fpn_1x_coco.py', 8, {}),
 }
 
