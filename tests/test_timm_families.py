@@ -1,5 +1,7 @@
-"""DaViT, FocalNet and HaloNet through TimmBackbone inside a tiny mmdet Mask R-CNN and a tiny mmseg
-UPerNet: loss, backward, gradients in the backbone; and the timm hub ids the configs rely on."""
+"""DaViT, FocalNet and HaloNet as OpenMMLab backbones: a train step (loss, backward, gradients in the
+backbone) and prediction inside tiny mmdet Mask R-CNN, mmseg UPerNet and mmpretrain classifiers; the
+timm hub ids and reported results behind the model cards; every shipped config parsed with its heads
+checked; a few training iterations of shipped configs on the demo data with small variants."""
 from __future__ import annotations
 
 import functools
@@ -33,9 +35,15 @@ FAMILIES = {
 }
 
 
-def _channels(backbone: dict) -> list[int]:
+@functools.lru_cache(maxsize=None)
+def _stage_channels(model_name: str, model_kwargs_json: str) -> list[int]:
     from visionattn.mm.backbones import stage_feature_info
-    return [s['num_chs'] for s in stage_feature_info(backbone['model_name'], **backbone.get('model_kwargs', {}))]
+    return [s['num_chs'] for s in stage_feature_info(model_name, **json.loads(model_kwargs_json))]
+
+
+def _channels(backbone: dict) -> list[int]:
+    """Stage channels of a TimmBackbone config (meta-device build, cached)."""
+    return _stage_channels(backbone['model_name'], json.dumps(dict(backbone.get('model_kwargs') or {}), sort_keys=True))
 
 
 def tiny_mask_rcnn(backbone: dict, channels: int = 16) -> ConfigDict:
@@ -205,7 +213,7 @@ def test_pretrained_source_is_a_timm_hub_id(model_name):
 ])
 def test_reported_results_cover_every_variant(family, names):
     """model_cards/reported/<family>.json follows CONTRIBUTING.md's schema for every usable variant."""
-    reported = json.loads((Path(__file__).parents[1] / 'model_cards' / 'reported' / f'{family}.json').read_text())
+    reported = json.loads((REPO_ROOT / 'model_cards' / 'reported' / f'{family}.json').read_text())
     assert set(reported) == names and all(timm.is_model(name) for name in names)
     for entry in reported.values():
         assert set(entry['weights']) == {'source', 'license'}
@@ -219,12 +227,6 @@ def test_reported_results_cover_every_variant(family, names):
 CONFIGS = sorted(p for family in ('davit', 'focalnet', 'halonet') for p in (REPO_ROOT / 'configs' / family).glob('*.py'))
 
 
-@functools.lru_cache(maxsize=None)
-def _stage_channels(model_name: str, model_kwargs_json: str) -> list[int]:
-    from visionattn.mm.backbones import stage_feature_info
-    return [s['num_chs'] for s in stage_feature_info(model_name, **json.loads(model_kwargs_json))]
-
-
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
 def test_config_parses_and_its_heads_match_the_backbone(path):
     from visionattn.mm.cli import load_config
@@ -233,7 +235,7 @@ def test_config_parses_and_its_heads_match_the_backbone(path):
         assert timm.is_model(model.model_name)
         return
     backbone = model.backbone
-    channels = _stage_channels(backbone.model_name, json.dumps(backbone.get('model_kwargs') or {}, sort_keys=True))
+    channels = _channels(backbone)
     head = model.get('neck') or model.decode_head
     assert list(head.in_channels) == channels
     if model.get('auxiliary_head'):
@@ -284,12 +286,10 @@ def _divided(value, divisor: int):
 def _small_variant(cfg, divisor: int, overrides: dict) -> None:
     """Shrink a shipped config in place: small backbone, narrow heads, few RoIs, small images, batch 2,
     four training and two validation samples. Optimizer, augmentation and the rest stay as shipped."""
-    from visionattn.mm.backbones import stage_feature_info
     model = cfg.model
     if 'backbone' in model:
         model.backbone.update(pretrained=False, **overrides)
-        channels = [s['num_chs'] for s in stage_feature_info(model.backbone.model_name,
-                                                             **model.backbone.get('model_kwargs', {}))]
+        channels = _channels(model.backbone)
         if 'size' in model.data_preprocessor:  # mmseg pads batches to the crop size
             model.data_preprocessor.size = _divided(model.data_preprocessor.size, divisor)
     else:
