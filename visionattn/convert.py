@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-__all__ = ['register_family', 'families', 'from_official', 'load_checkpoint_file']
+__all__ = ['register_family', 'families', 'convert_state_dict', 'from_official', 'load_checkpoint_file']
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,13 @@ def load_checkpoint_file(path: str) -> dict[str, torch.Tensor]:
     return _unwrap(torch.load(path, map_location='cpu', weights_only=True))
 
 
+def convert_state_dict(family: str, state_dict: Mapping[str, Any], model: nn.Module) -> dict[str, torch.Tensor]:
+    """``state_dict`` (upstream layout, possibly wrapped) renamed for ``model``, by ``family``'s filter."""
+    if family not in _FAMILIES:
+        raise KeyError(f'unknown model family {family!r}; known families: {families()}')
+    return _FAMILIES[family].filter_fn(_unwrap(state_dict), model)
+
+
 def from_official(family: str, upstream_kwargs: Mapping[str, Any],
                   state_dict: Mapping[str, Any] | None = None, strict: bool = True) -> nn.Module:
     """Our model for the upstream ``family`` built from ``upstream_kwargs``, with ``state_dict`` loaded.
@@ -64,7 +71,7 @@ def from_official(family: str, upstream_kwargs: Mapping[str, Any],
     fam = _FAMILIES[family]
     model = fam.builder(**dict(upstream_kwargs))
     if state_dict is not None:
-        converted = fam.filter_fn(_unwrap(state_dict), model)
+        converted = convert_state_dict(family, state_dict, model)
         result = model.load_state_dict(converted, strict=False)
         if strict and (result.missing_keys or result.unexpected_keys):
             raise RuntimeError(

@@ -7,3 +7,4 @@ the project's backbones, plug-in modules, datasets, transforms, metrics and runn
 ``visionattn`` scope (:mod:`visionattn.registry`).
 """
 from . import backbones, classifiers, hooks, runtime  # noqa: F401  (registration)
+from . import plugins  # noqa: F401  (registration)

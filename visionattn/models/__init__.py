@@ -1,2 +1,2 @@
 """timm model families of visionattn: importing this package registers their entry points in timm."""
-from . import halonet  # noqa: F401  (HaloNet H0-H7 entry points)
+from . import attention_cnn, halonet, nat  # noqa: F401

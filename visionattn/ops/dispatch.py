@@ -14,7 +14,6 @@ code with :func:`use_backend`, or per call with the op's ``backend=`` argument.
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib.util
 import os
 from typing import Iterator
@@ -26,10 +25,12 @@ BACKENDS = ('auto', 'triton', 'torch')
 _override: list[str] = []
 
 
-@functools.lru_cache(maxsize=None)
+_TRITON_INSTALLED = importlib.util.find_spec('triton') is not None
+
+
 def triton_importable() -> bool:
     """True when the ``triton`` package can be imported."""
-    return importlib.util.find_spec('triton') is not None
+    return _TRITON_INSTALLED
 
 
 def triton_interpreted() -> bool:

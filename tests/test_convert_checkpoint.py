@@ -1,0 +1,94 @@
+"""tools/convert_checkpoint.py: official checkpoint -> safetensors that timm loads, for any registered family."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import timm
+import torch
+from safetensors import safe_open
+
+import visionattn
+from conftest import REPO_ROOT, load_upstream_fixture
+
+sys.path.insert(0, str(REPO_ROOT / 'tools'))
+from convert_checkpoint import convert, main  # noqa: E402
+
+
+def _entry_point_kwargs(upstream: dict) -> dict:
+    keys = ('embed_dim', 'depths', 'num_heads', 'mlp_ratio', 'kernel_size', 'num_classes', 'dilations')
+    return {k: upstream[k] for k in keys if k in upstream}
+
+
+@pytest.mark.parametrize('mode', ['upstream_kwargs', 'model'])
+def test_converted_file_loads_in_timm_and_reproduces_the_official_logits(tmp_path, mode):
+    fx = load_upstream_fixture('dinat_small_dims')
+    upstream = json.loads(fx['upstream_kwargs'])
+    source = tmp_path / 'dinat_official.pth'
+    torch.save({'model': fx['state_dict']}, source)  # wrapped, as training checkpoints are
+    output = tmp_path / 'dinat.safetensors'
+    if mode == 'model':
+        convert('dinat', source, output, model='dinat_mini', model_kwargs=_entry_point_kwargs(upstream))
+    else:
+        convert('dinat', source, output, upstream_kwargs=upstream)
+    with safe_open(str(output), 'pt') as f:
+        assert f.metadata()['family'] == 'dinat'
+        assert any(k.startswith('stages.1.downsample.') for k in f.keys())
+
+    # num_classes in the overlay: the file's head has the fixture's 10 classes (timm drops a head of another size)
+    model = timm.create_model('dinat_mini', pretrained=True, **_entry_point_kwargs(upstream),
+                              pretrained_cfg_overlay=dict(file=str(output), num_classes=10)).eval()
+    with torch.no_grad():
+        logits = model(fx['input'][:1])
+    assert ((logits - fx['logits'][:1]).abs().max() / fx['logits'][:1].abs().max()) < 1e-4
+
+
+def test_detection_checkpoint_becomes_a_backbone_file_for_features_only(tmp_path):
+    fx = load_upstream_fixture('nat_small_dims')
+    upstream = json.loads(fx['upstream_kwargs'])
+    state = {f'backbone.{k}': v for k, v in fx['state_dict'].items() if not k.startswith(('norm.', 'head.'))}
+    state |= {f'backbone.norm{i}.{p}': torch.full((d,), 0.5) for i, d in enumerate((32, 64, 128, 256))
+              for p in ('weight', 'bias')}
+    state['roi_head.bbox_head.fc_cls.weight'] = torch.zeros(81, 1024)
+    source = tmp_path / 'mask_rcnn.pth'
+    torch.save({'meta': {'epoch': 36}, 'state_dict': state}, source)
+    backbone_kwargs = {k: v for k, v in upstream.items() if k != 'num_classes'} | dict(out_indices=[0, 1, 2, 3])
+    tensors = convert('nat', source, tmp_path / 'backbone.safetensors', upstream_kwargs=backbone_kwargs)
+    assert {k.split('.')[0] for k in tensors} == {'patch_embed', 'stages', 'stage_norms'}
+    model = timm.create_model('nat_mini', features_only=True, stage_norms=True, pretrained=True,
+                              pretrained_cfg_overlay=dict(file=str(tmp_path / 'backbone.safetensors')),
+                              **_entry_point_kwargs(upstream))
+    torch.testing.assert_close(model.model.stage_norms[3].bias, torch.full((256,), 0.5))
+
+
+def test_mismatches_stop_with_the_keys_and_what_to_do(tmp_path):
+    fx = load_upstream_fixture('nat_small_dims')
+    source = tmp_path / 'nat.pth'
+    torch.save(fx['state_dict'], source)
+    with pytest.raises(SystemExit, match='does not match nat_mini.*(?s:.*)--upstream-kwargs'):
+        convert('nat', source, tmp_path / 'x.safetensors', model='nat_mini')  # the real nat_mini is larger
+    kwargs = dict(embed_dim=32, depths=[1, 1, 2, 2], num_heads=[1, 2, 4, 8], num_classes=10)
+    with pytest.raises(SystemExit, match=r"missing \['stages.3.blocks.1.*unexpected \[\]"):
+        convert('nat', source, tmp_path / 'x.safetensors', model='nat_mini', model_kwargs=kwargs)
+    with pytest.raises(SystemExit, match="registered families: \\[.*'nat'"):
+        convert('natt', source, tmp_path / 'x.safetensors', model='nat_mini')
+    with pytest.raises(SystemExit, match='exactly one of --model'):
+        convert('nat', source, tmp_path / 'x.safetensors')
+    with pytest.raises(SystemExit, match='.safetensors'):
+        convert('nat', source, tmp_path / 'x.pth', model='nat_mini')
+    assert 'nat' in visionattn.families() and 'dinat' in visionattn.families()
+
+
+def test_command_line(tmp_path):
+    fx = load_upstream_fixture('nat_small_dims')
+    source = tmp_path / 'nat.pth'
+    torch.save(fx['state_dict'], source)
+    output = tmp_path / 'nat.safetensors'
+    proc = subprocess.run([sys.executable, 'tools/convert_checkpoint.py', str(source), str(output), '--family', 'nat',
+                           '--upstream-kwargs', fx['upstream_kwargs']], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f'wrote {output}' in proc.stdout and output.is_file()
+    with pytest.raises(SystemExit, match='JSON object'):
+        main([str(source), str(output), '--family', 'nat', '--upstream-kwargs', '[1, 2]'])

@@ -1,0 +1,280 @@
+"""na2d against a slow explicit reference written from NATTEN 0.14's CPU kernel formulas.
+
+The reference builds the full (tokens x tokens) bias/mask matrix pixel by pixel with NATTEN's own
+``get_window_start`` / ``get_pb_start`` (dilation branches included) and runs dense softmax attention
+in float64, so every gradient comes from plain autograd. Triton runs under TRITON_INTERPRET=1 on CPU.
+"""
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+
+import visionattn.ops.neighborhood as neighborhood
+from visionattn.ops import na2d, use_backend
+from visionattn.ops.dispatch import triton_importable
+
+
+def natten_window_start(i: int, length: int, kernel: int, dilation: int) -> int:
+    ns = kernel // 2
+    if dilation <= 1:
+        return max(i - ns, 0) + (i + ns >= length) * (length - i - ns - 1)
+    if i - ns * dilation < 0:
+        return i % dilation
+    if i + ns * dilation >= length:
+        imodd = i % dilation
+        a = (length // dilation) * dilation
+        b = length - a
+        if imodd < b:
+            return length - b + imodd - 2 * ns * dilation
+        return a + imodd - kernel * dilation
+    return i - ns * dilation
+
+
+def natten_pb_start(i: int, length: int, kernel: int, dilation: int) -> int:
+    ns = kernel // 2
+    if dilation <= 1:
+        return ns + (i < ns) * (ns - i) + (i + ns >= length) * (length - i - 1 - ns)
+    if i - ns * dilation < 0:
+        return kernel - 1 - i // dilation
+    if i + ns * dilation >= length:
+        return (length - i - 1) // dilation
+    return ns
+
+
+def reference_na2d(q, k, v, kernel, dilation, rpb=None, scale=None):
+    """Dense float64 attention with NATTEN 0.14's neighbourhood mask and bias (slow, tiny sizes only)."""
+    batch, height, width, heads, dim = q.shape
+    (kh, kw), (dh, dw) = kernel, dilation
+    scale = dim ** -0.5 if scale is None else scale
+    tokens = height * width
+    bias = torch.full((heads, tokens, tokens), -math.inf, dtype=torch.float64)
+    for i in range(height):
+        ni, pi = natten_window_start(i, height, kh, dh), natten_pb_start(i, height, kh, dh)
+        for j in range(width):
+            nj, pj = natten_window_start(j, width, kw, dw), natten_pb_start(j, width, kw, dw)
+            for a in range(kh):
+                for b in range(kw):
+                    key = (ni + a * dh) * width + nj + b * dw
+                    bias[:, i * width + j, key] = 0. if rpb is None else rpb[:, pi + a, pj + b].double()
+    qf, kf, vf = (t.double().permute(0, 3, 1, 2, 4).reshape(batch, heads, tokens, dim) for t in (q, k, v))
+    probs = (qf * scale @ kf.transpose(-1, -2) + bias).softmax(-1)
+    return (probs @ vf).view(batch, heads, height, width, dim).permute(0, 2, 3, 1, 4)
+
+
+def random_case(rng: random.Random, max_side: int = 12) -> dict:
+    """Kernel, dilation and a map size from kernel x dilation up to max_side per axis (L % d != 0 often)."""
+    while True:
+        kernel = (rng.choice([3, 5]), rng.choice([3, 5, 7]))
+        dilation = (rng.choice([1, 2, 3]), rng.choice([1, 2, 4]))
+        low = [kk * dd for kk, dd in zip(kernel, dilation)]
+        if all(x <= max_side for x in low):
+            size = [rng.randint(x, max_side) for x in low]
+            return dict(kernel=kernel, dilation=dilation, height=size[0], width=size[1])
+
+
+def make_inputs(case: dict, batch: int, heads: int, dim: int, dtype: torch.dtype, with_rpb: bool,
+                strided: bool = False):
+    """q, k, v of shape (B, H, W, heads, D); ``strided`` takes them from one qkv tensor (non-contiguous)."""
+    shape = (batch, case['height'], case['width'])
+    if strided:
+        qkv = torch.randn(*shape, 3, heads, dim, dtype=dtype)
+        q, k, v = (t.detach().requires_grad_() for t in qkv.unbind(3))
+    else:
+        q, k, v = (torch.randn(*shape, heads, dim, dtype=dtype, requires_grad=True) for _ in range(3))
+    kh, kw = case['kernel']
+    rpb = torch.randn(heads, 2 * kh - 1, 2 * kw - 1, dtype=dtype, requires_grad=True) if with_rpb else None
+    return q, k, v, rpb
+
+
+def check_against_reference(case, q, k, v, rpb, backend, atol, rtol, scale=None):
+    out = na2d(q, k, v, case['kernel'], case['dilation'], rpb=rpb, scale=scale, backend=backend)
+    assert out.shape == q.shape and out.dtype == q.dtype and out.is_contiguous()
+    ref = reference_na2d(q, k, v, case['kernel'], case['dilation'], rpb, scale)
+    torch.testing.assert_close(out.double(), ref, atol=atol, rtol=rtol)
+    grad = torch.randn_like(out)
+    inputs = [t for t in (q, k, v, rpb) if t is not None]
+    got = torch.autograd.grad(out, inputs, grad)
+    want = torch.autograd.grad(ref, inputs, grad.double())
+    for name, g, w in zip('qkvr', got, want):
+        assert g.dtype == w.dtype
+        torch.testing.assert_close(g.double(), w.double(), atol=atol * 4, rtol=rtol, msg=lambda m: f'd{name}: {m}')
+
+
+TOLERANCE = {torch.float64: (1e-10, 1e-10), torch.float32: (2e-5, 1e-4),
+             torch.float16: (2e-2, 2e-2), torch.bfloat16: (6e-2, 5e-2)}
+
+
+# ---------------------------------------------------------------------------------------------
+# PyTorch path
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('seed', range(6))
+def test_torch_path_matches_reference(seed):
+    rng = random.Random(seed)
+    case = random_case(rng)
+    q, k, v, rpb = make_inputs(case, batch=2, heads=2, dim=rng.choice([4, 8]), dtype=torch.float64,
+                               with_rpb=seed % 3 != 0, strided=seed % 2 == 0)
+    check_against_reference(case, q, k, v, rpb, 'torch', *TOLERANCE[torch.float64],
+                            scale=None if seed % 2 else 0.3)
+
+
+def test_torch_path_batch_chunks(monkeypatch):
+    """The PyTorch path splits the batch into chunks to bound its temporaries; results must not change."""
+    case = dict(kernel=(3, 5), dilation=(2, 1), height=9, width=7)
+    q, k, v, rpb = make_inputs(case, batch=3, heads=2, dim=4, dtype=torch.float64, with_rpb=True)
+    monkeypatch.setattr(neighborhood, '_CHUNK_ELEMENTS', 1)
+    check_against_reference(case, q, k, v, rpb, 'torch', *TOLERANCE[torch.float64])
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
+def test_torch_path_low_precision(dtype):
+    case = dict(kernel=(5, 3), dilation=(1, 3), height=11, width=10)
+    q, k, v, rpb = make_inputs(case, batch=1, heads=2, dim=8, dtype=dtype, with_rpb=True)
+    check_against_reference(case, q, k, v, rpb, 'torch', *TOLERANCE[dtype])
+
+
+def test_torch_path_gradcheck():
+    case = dict(kernel=(3, 3), dilation=(2, 1), height=7, width=5)
+    q, k, v, rpb = make_inputs(case, batch=1, heads=2, dim=3, dtype=torch.float64, with_rpb=True, strided=True)
+    fn = lambda q, k, v, rpb: na2d(q, k, v, 3, (2, 1), rpb=rpb, backend='torch')  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (q, k, v, rpb), fast_mode=True)
+
+
+def test_float32_rpb_with_half_inputs():
+    """Mixed precision keeps the bias parameter in float32; its gradient comes back in float32."""
+    case = dict(kernel=(3, 3), dilation=(1, 1), height=6, width=6)
+    q, k, v, _ = make_inputs(case, batch=1, heads=2, dim=8, dtype=torch.bfloat16, with_rpb=False)
+    rpb = torch.randn(2, 5, 5, requires_grad=True)
+    check_against_reference(case, q, k, v, rpb, 'torch', *TOLERANCE[torch.bfloat16])
+    na2d(q, k, v, 3, rpb=rpb, backend='torch').sum().backward()
+    assert rpb.grad.dtype == torch.float32
+
+
+# ---------------------------------------------------------------------------------------------
+# Triton kernels (TRITON_INTERPRET=1 on CPU, set by conftest.py): tiny sizes, the interpreter is slow
+# ---------------------------------------------------------------------------------------------
+
+needs_triton = pytest.mark.skipif(not triton_importable(), reason='Triton is not installed')
+
+
+@needs_triton
+@pytest.mark.parametrize('seed, dtype', [(0, torch.float32), (1, torch.float16), (2, torch.bfloat16),
+                                         (3, torch.float32), (4, torch.float16), (5, torch.bfloat16)])
+def test_triton_matches_reference(seed, dtype):
+    rng = random.Random(100 + seed)
+    case = random_case(rng, max_side=10)
+    q, k, v, rpb = make_inputs(case, batch=1 + seed % 2, heads=2 - seed % 2, dim=rng.choice([8, 12, 16]),
+                               dtype=dtype, with_rpb=seed % 3 != 2, strided=seed % 2 == 0)
+    check_against_reference(case, q, k, v, rpb, 'triton', *TOLERANCE[dtype])
+
+
+@needs_triton
+def test_triton_float32_rpb_with_half_inputs():
+    case = dict(kernel=(3, 3), dilation=(2, 3), height=7, width=11)  # L % d != 0 on both axes
+    q, k, v, _ = make_inputs(case, batch=2, heads=1, dim=8, dtype=torch.float16, with_rpb=False)
+    rpb = torch.randn(1, 5, 5, requires_grad=True)
+    check_against_reference(case, q, k, v, rpb, 'triton', *TOLERANCE[torch.float16])
+
+
+@needs_triton
+def test_triton_rejects_float64():
+    q = torch.randn(1, 6, 6, 1, 8, dtype=torch.float64)
+    with pytest.raises(TypeError, match="backend='torch'"):
+        na2d(q, q, q, 3, backend='triton')
+
+
+# ---------------------------------------------------------------------------------------------
+# Custom op machinery: opcheck, autocast, torch.compile, torch.export, dispatch
+# ---------------------------------------------------------------------------------------------
+
+def test_custom_op_opcheck():
+    case = dict(kernel=(3, 3), dilation=(1, 2), height=6, width=7)
+    q, k, v, rpb = make_inputs(case, batch=1, heads=2, dim=4, dtype=torch.float32, with_rpb=True)
+    args = (q, k, v, rpb, [3, 3], [1, 2], 0.5, 'torch')
+    torch.library.opcheck(torch.ops.visionattn.na2d_forward.default, args)
+    torch.library.opcheck(torch.ops.visionattn.na2d_forward.default, (q, k, v, None, *args[4:]))
+
+
+def test_autocast_runs_in_autocast_dtype():
+    case = dict(kernel=(3, 3), dilation=(1, 1), height=6, width=6)
+    q, k, v, rpb = make_inputs(case, batch=1, heads=2, dim=8, dtype=torch.float32, with_rpb=True)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = na2d(q, k, v, 3, rpb=rpb, backend='torch')
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), na2d(q, k, v, 3, rpb=rpb, backend='torch'), atol=5e-2, rtol=5e-2)
+    out.float().sum().backward()
+    assert q.grad.dtype == torch.float32 and rpb.grad.dtype == torch.float32
+
+
+def test_torch_compile_fullgraph():
+    case = dict(kernel=(3, 5), dilation=(2, 1), height=8, width=7)
+    q, k, v, rpb = make_inputs(case, batch=2, heads=2, dim=4, dtype=torch.float32, with_rpb=True)
+
+    def fn(q, k, v, rpb):
+        return na2d(q * 2, k, v, (3, 5), (2, 1), rpb=rpb, backend='torch').relu()
+
+    compiled = torch.compile(fn, fullgraph=True, backend='aot_eager')
+    out = compiled(q, k, v, rpb)
+    torch.testing.assert_close(out, fn(q, k, v, rpb))
+    grads = torch.autograd.grad(out.sum(), (q, k, v, rpb))
+    want = torch.autograd.grad(fn(q, k, v, rpb).sum(), (q, k, v, rpb))
+    for g, w in zip(grads, want):
+        torch.testing.assert_close(g, w)
+
+
+def test_torch_export():
+    class Attention(torch.nn.Module):
+        def forward(self, q, k, v):
+            return na2d(q, k, v, 3, 2, backend='torch')
+
+    case = dict(kernel=(3, 3), dilation=(2, 2), height=7, width=6)
+    q, k, v, _ = make_inputs(case, batch=1, heads=2, dim=4, dtype=torch.float32, with_rpb=False)
+    exported = torch.export.export(Attention(), (q.detach(), k.detach(), v.detach()))
+    assert any('na2d_forward' in str(node.target) for node in exported.graph.nodes)
+    torch.testing.assert_close(exported.module()(q, k, v), Attention()(q, k, v))
+
+
+def test_auto_backend_on_cpu_is_torch(monkeypatch):
+    case = dict(kernel=(3, 3), dilation=(1, 1), height=5, width=5)
+    q, k, v, _ = make_inputs(case, batch=1, heads=1, dim=4, dtype=torch.float32, with_rpb=False)
+    calls = []
+    original = neighborhood._torch_forward
+    monkeypatch.setattr(neighborhood, '_torch_forward', lambda *a, **kw: calls.append(1) or original(*a, **kw))
+    with use_backend('auto'):
+        na2d(q, k, v, 3)
+    assert calls == [1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad arguments
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('kwargs, error, match', [
+    (dict(kernel_size=4), ValueError, 'odd'),
+    (dict(kernel_size=1), ValueError, 'odd'),
+    (dict(kernel_size=3, dilation=0), ValueError, 'dilation must be >= 1'),
+    (dict(kernel_size=5, dilation=2), ValueError, 'pad the input'),
+    (dict(kernel_size=(3, 3, 3)), ValueError, 'pair'),
+    (dict(kernel_size=3, rpb=torch.zeros(2, 3, 3)), ValueError, 'rpb must have shape'),
+    (dict(kernel_size=3, rpb=torch.zeros(2, 5, 5, dtype=torch.float64)), TypeError, 'rpb must be float32'),
+    (dict(kernel_size=3, backend='cuda'), ValueError, 'unknown attention backend'),
+])
+def test_bad_arguments(kwargs, error, match):
+    q = k = v = torch.randn(1, 6, 6, 2, 4)
+    with pytest.raises(error, match=match):
+        na2d(q, k, v, **kwargs)
+
+
+def test_mismatched_inputs():
+    q = torch.randn(1, 6, 6, 2, 4)
+    with pytest.raises(ValueError, match='same shape'):
+        na2d(q, q, torch.randn(1, 6, 6, 2, 5), 3)
+    with pytest.raises(TypeError, match='same dtype'):
+        na2d(q, q.double(), q, 3)
+    with pytest.raises(ValueError, match=r'\(batch, height, width, heads, head_dim\)'):
+        na2d(q[0], q[0], q[0], 3)
+    with pytest.raises(TypeError, match='floating point'):
+        na2d(*(torch.ones(1, 6, 6, 2, 4, dtype=torch.long),) * 3, 3)

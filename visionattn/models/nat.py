@@ -1,0 +1,569 @@
+"""NAT and DiNAT: hierarchical transformers on (dilated) neighbourhood attention, as timm models.
+
+Papers: `Neighborhood Attention Transformer` (Hassani et al., CVPR 2023, arXiv:2204.07143) and
+`Dilated Neighborhood Attention Transformer` (Hassani & Shi, arXiv:2209.15001). Official code and
+weights: https://github.com/SHI-Labs/Neighborhood-Attention-Transformer (MIT licence).
+
+Why here: neither timm nor any current library has NAT/DiNAT. The official models need NATTEN
+0.14-0.17 (relative positional bias, CPU kernels), which no longer builds on a current stack; this
+file runs them on :class:`visionattn.layers.NeighborhoodAttention2D` (PyTorch path on any device,
+Triton kernels on CUDA) and converts the official checkpoints exactly.
+
+Architecture (DiNAT is NAT with per-layer ``dilations``): a convolutional tokenizer (two 3x3 stride-2
+convs, LayerNorm), stages of pre-norm blocks (neighbourhood attention with RPB, MLP, optional layer
+scale) on channels-last maps, 3x3 stride-2 conv downsamplers that double the width, a final
+LayerNorm, average pooling and a linear head. Any input size works: the tokenizer and downsamplers
+round up, and maps smaller than ``kernel_size x dilation`` are zero-padded inside the attention, as
+NATTEN did for the checkpoints.
+
+Layout differences from the official checkpoints, undone by :func:`checkpoint_filter_fn`:
+
+- a stage starts with its downsampler (``stages.{i+1}.downsample`` was ``levels.{i}.downsample``), so
+  a stage's output is the feature map of its stride, as timm's feature extraction expects;
+- layer scale uses timm's ``LayerScale`` (``ls1.gamma`` / ``ls2.gamma`` were ``gamma1`` / ``gamma2``);
+- the classifier is timm's ``ClassifierHead`` (``head.fc`` was ``head``);
+- the official detection/segmentation backbones (mmdet/mmseg) drop the final norm and head and add a
+  LayerNorm per output (``norm0``..``norm3``): here ``stage_norms=True`` adds them as
+  ``stage_norms.{i}``, applied by ``forward_intermediates`` (so by ``features_only``), and whole
+  mmdet/mmseg checkpoints (``backbone.*`` keys) load into such a model.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import ClassifierHead, DropPath, LayerScale, Mlp, trunc_normal_
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+from timm.models._manipulate import checkpoint_seq
+from torch import Tensor, nn
+
+from ..convert import register_family
+from ..layers import NeighborhoodAttention2D
+
+__all__ = ['NAT', 'NATBlock', 'NATStage', 'checkpoint_filter_fn', 'from_upstream_kwargs']
+
+_logger = logging.getLogger(__name__)
+
+Dilations = Optional[Sequence[Optional[Sequence[int]]]]
+
+
+class ConvTokenizer(nn.Module):
+    """Two 3x3 stride-2 convolutions (no activation between them) and a LayerNorm; NCHW in, NHWC out."""
+
+    def __init__(self, in_chans: int, embed_dim: int, norm_layer: Callable[[int], nn.Module]) -> None:
+        super().__init__()
+        self.proj = nn.Sequential(
+            nn.Conv2d(in_chans, embed_dim // 2, kernel_size=3, stride=2, padding=1),
+            nn.Conv2d(embed_dim // 2, embed_dim, kernel_size=3, stride=2, padding=1),
+        )
+        self.norm = norm_layer(embed_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(self.proj(x).permute(0, 2, 3, 1))
+
+
+class ConvDownsample(nn.Module):
+    """3x3 stride-2 convolution (no bias) and a LayerNorm, on channels-last maps."""
+
+    def __init__(self, dim: int, out_dim: int, norm_layer: Callable[[int], nn.Module]) -> None:
+        super().__init__()
+        self.reduction = nn.Conv2d(dim, out_dim, kernel_size=3, stride=2, padding=1, bias=False)
+        self.norm = norm_layer(out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(self.reduction(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+
+
+class NATBlock(nn.Module):
+    """Pre-norm transformer block with (dilated) neighbourhood attention, on ``(B, H, W, C)``."""
+
+    def __init__(self, dim: int, num_heads: int, kernel_size: int = 7, dilation: int = 1, mlp_ratio: float = 4.,
+                 qkv_bias: bool = True, qk_scale: Optional[float] = None, proj_drop: float = 0.,
+                 drop_path: float = 0., layer_scale: Optional[float] = None,
+                 act_layer: Callable[..., nn.Module] = nn.GELU,
+                 norm_layer: Callable[[int], nn.Module] = nn.LayerNorm) -> None:
+        super().__init__()
+        self.norm1 = norm_layer(dim)
+        self.attn = NeighborhoodAttention2D(dim, num_heads, kernel_size, dilation, qkv_bias=qkv_bias,
+                                            qk_scale=qk_scale, proj_drop=proj_drop)
+        self.ls1 = LayerScale(dim, layer_scale) if layer_scale is not None else nn.Identity()
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop)
+        self.ls2 = LayerScale(dim, layer_scale) if layer_scale is not None else nn.Identity()
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+
+
+class NATStage(nn.Module):
+    """An optional downsampler (``dim_in`` -> ``dim``, stride 2) followed by ``depth`` blocks."""
+
+    def __init__(self, dim_in: int, dim: int, depth: int, num_heads: int, kernel_size: int,
+                 dilations: Optional[Sequence[int]], downsample: bool, drop_path: Sequence[float],
+                 norm_layer: Callable[[int], nn.Module] = nn.LayerNorm, **block_kwargs: Any) -> None:
+        super().__init__()
+        self.grad_checkpointing = False
+        self.downsample = ConvDownsample(dim_in, dim, norm_layer) if downsample else nn.Identity()
+        self.blocks = nn.Sequential(*[
+            NATBlock(dim, num_heads, kernel_size, 1 if dilations is None else dilations[i], drop_path=drop_path[i],
+                     norm_layer=norm_layer, **block_kwargs)
+            for i in range(depth)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.downsample(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x)
+        return self.blocks(x)
+
+
+class NAT(nn.Module):
+    """NAT / DiNAT (DiNAT: give ``dilations``, one list per stage with one dilation per block).
+
+    Args:
+        in_chans: input channels.
+        num_classes: classifier outputs (0: no classifier).
+        global_pool: pooling of the head (``'avg'``, ``''`` for none, ...).
+        embed_dim: width of the first stage; every stage doubles it.
+        depths: blocks per stage.
+        num_heads: attention heads per stage.
+        kernel_size: neighbourhood size (odd).
+        dilations: per stage, per block dilation (None: NAT, dilation 1 everywhere).
+        mlp_ratio: MLP hidden width / block width.
+        qkv_bias, qk_scale: attention projection bias and optional fixed query scale.
+        layer_scale: initial layer-scale value (None: no layer scale).
+        drop_rate: dropout before the classifier.
+        pos_drop_rate: dropout after the tokenizer.
+        proj_drop_rate: dropout after the attention projection and in the MLP.
+        drop_path_rate: stochastic depth, increasing linearly over the blocks up to this rate.
+        stage_norms: add a LayerNorm to every stage output, applied by ``forward_intermediates`` and
+            ``features_only`` (the upstream detection/segmentation backbones' ``norm{i}``).
+        norm_layer, act_layer: normalisation (channels-last) and MLP activation.
+    """
+
+    def __init__(self, in_chans: int = 3, num_classes: int = 1000, global_pool: str = 'avg', embed_dim: int = 64,
+                 depths: Sequence[int] = (3, 4, 18, 5), num_heads: Sequence[int] = (2, 4, 8, 16),
+                 kernel_size: int = 7, dilations: Dilations = None, mlp_ratio: float = 3.,
+                 qkv_bias: bool = True, qk_scale: Optional[float] = None, layer_scale: Optional[float] = None,
+                 drop_rate: float = 0., pos_drop_rate: float = 0., proj_drop_rate: float = 0.,
+                 drop_path_rate: float = 0., stage_norms: bool = False,
+                 norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
+                 act_layer: Callable[..., nn.Module] = nn.GELU) -> None:
+        super().__init__()
+        num_stages = len(depths)
+        _check_arch(depths, num_heads, dilations)
+        dims = [int(embed_dim * 2 ** i) for i in range(num_stages)]
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.global_pool = global_pool
+        self.output_fmt = 'NHWC'
+        self.num_features = self.head_hidden_size = dims[-1]
+
+        self.patch_embed = ConvTokenizer(in_chans, embed_dim, norm_layer)
+        self.pos_drop = nn.Dropout(pos_drop_rate)
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
+        self.stages = nn.Sequential()
+        self.feature_info = []
+        for i in range(num_stages):
+            first = sum(depths[:i])
+            self.stages.append(NATStage(
+                dims[max(i - 1, 0)], dims[i], depths[i], num_heads[i], kernel_size,
+                None if dilations is None else dilations[i], downsample=i > 0,
+                drop_path=rates[first:first + depths[i]], norm_layer=norm_layer, mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias, qk_scale=qk_scale, proj_drop=proj_drop_rate, layer_scale=layer_scale,
+                act_layer=act_layer))
+            self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
+        self.stage_norms = nn.ModuleList(norm_layer(d) for d in dims) if stage_norms else None
+        self.norm = norm_layer(self.num_features)
+        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
+                                   input_fmt=self.output_fmt)
+        self.apply(_init_weights)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """The relative positional biases (upstream excludes them from weight decay, like Swin's tables)."""
+        return {name for name, _ in self.named_parameters() if name.endswith('.rpb')}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(
+            stem=r'^patch_embed',
+            blocks=r'^stages\.(\d+)' if coarse else [
+                (r'^stages\.(\d+)\.downsample', (0,)),
+                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
+                (r'^stage_norms\.(\d+)', (99999,)),
+                (r'^norm', (99999,)),
+            ])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes, pool_type=global_pool, in_features=self.num_features)
+        self.head_hidden_size = self.head.num_features
+        if global_pool is not None:
+            self.global_pool = global_pool
+
+    def forward_intermediates(self, x: Tensor, indices: Optional[Union[int, list[int]]] = None,
+                              norm: bool = False, stop_early: bool = False, output_fmt: str = 'NCHW',
+                              intermediates_only: bool = False) -> Union[list[Tensor], tuple[Tensor, list[Tensor]]]:
+        """Stage outputs (stride 4, 8, 16, 32), each through its ``stage_norms`` layer when the model has them.
+
+        Args:
+            indices: stages to return (an int n: the last n; None: all).
+            norm: without ``stage_norms``, apply the final norm to the last stage's output.
+            stop_early: stop after the last requested stage.
+            output_fmt: ``'NCHW'`` or ``'NHWC'``.
+            intermediates_only: return only the intermediates, not the last map reached (normed if final).
+        """
+        if output_fmt not in ('NCHW', 'NHWC'):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        last = len(self.stages) - 1
+        x = self.pos_drop(self.patch_embed(x))
+        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
+        intermediates = []
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i not in take_indices:
+                continue
+            if self.stage_norms is not None:
+                feature = self.stage_norms[i](x)
+            elif norm and i == last:
+                feature = self.norm(x)
+            else:
+                feature = x
+            intermediates.append(feature.permute(0, 3, 1, 2).contiguous() if output_fmt == 'NCHW' else feature)
+        if intermediates_only:
+            return intermediates
+        if len(stages) == len(self.stages):  # the final norm is sized for the last stage only
+            x = self.norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(self, indices: Union[int, list[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the stages after the last of ``indices`` (and the head, final norm, unused stage norms)."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        prune_end = max_index < len(self.stages) - 1
+        self.stages = self.stages[:max_index + 1]
+        self._keep_stage_norms(take_indices)
+        if prune_norm or prune_end:
+            self.norm = nn.Identity()
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+        if prune_head or prune_end:
+            self.reset_classifier(0, '')
+        return take_indices
+
+    def _keep_stage_norms(self, indices: Sequence[int]) -> None:
+        """Replace the stage norms of outputs not in ``indices`` (never used) by identities."""
+        if self.stage_norms is not None:
+            for i in range(len(self.stage_norms)):
+                if i not in indices:
+                    self.stage_norms[i] = nn.Identity()
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Final-stage map after the final norm, ``(B, H/32, W/32, C)``."""
+        return self.norm(self.stages(self.pos_drop(self.patch_embed(x))))
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        return self.head(x, pre_logits=True) if pre_logits else self.head(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _check_arch(depths: Sequence[int], num_heads: Sequence[int], dilations: Dilations) -> None:
+    if len(num_heads) != len(depths):
+        raise ValueError(f'NAT: num_heads ({list(num_heads)}) needs one entry per stage of depths ({list(depths)})')
+    if dilations is None:
+        return
+    if len(dilations) != len(depths):
+        raise ValueError(f'NAT: dilations needs one list per stage ({len(depths)} stages), got {len(dilations)}')
+    for i, (stage_dilations, depth) in enumerate(zip(dilations, depths)):
+        if stage_dilations is not None and len(stage_dilations) != depth:
+            raise ValueError(f'NAT: dilations[{i}] = {list(stage_dilations)} needs one dilation per block of '
+                             f'stage {i} (depth {depth})')
+
+
+def _init_weights(module: nn.Module) -> None:
+    """Upstream init: truncated-normal (std 0.02) linear weights, zero biases; norms start as identity."""
+    if isinstance(module, nn.Linear):
+        trunc_normal_(module.weight, std=.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Official checkpoints
+# ----------------------------------------------------------------------------------------------------
+
+_DENSE_PREDICTION_PREFIX = 'backbone.'
+_BLOCK_KEY = re.compile(r'^levels\.(\d+)\.blocks\.(\d+)\.(.+)$')
+_DOWNSAMPLE_KEY = re.compile(r'^levels\.(\d+)\.downsample\.(.+)$')
+_OUTPUT_NORM_KEY = re.compile(r'^norm(\d+)\.(.+)$')
+_LAYER_SCALE = {'gamma1': 'ls1.gamma', 'gamma2': 'ls2.gamma'}
+
+
+def _official_key(key: str) -> str:
+    """Our name for one key of the official layout (classification or dense-prediction backbone)."""
+    if match := _BLOCK_KEY.match(key):
+        stage, block, rest = match.groups()
+        return f'stages.{stage}.blocks.{block}.{_LAYER_SCALE.get(rest, rest)}'
+    if match := _DOWNSAMPLE_KEY.match(key):
+        return f'stages.{int(match.group(1)) + 1}.downsample.{match.group(2)}'
+    if match := _OUTPUT_NORM_KEY.match(key):
+        return f'stage_norms.{match.group(1)}.{match.group(2)}'
+    if key in ('head.weight', 'head.bias'):
+        return 'head.fc.' + key.split('.')[1]
+    return key
+
+
+def _backbone_of_dense_prediction_checkpoint(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The ``backbone.*`` part of a whole mmdet/mmseg model; necks and heads are not part of this model."""
+    backbone = {k[len(_DENSE_PREDICTION_PREFIX):]: v for k, v in state_dict.items()
+                if k.startswith(_DENSE_PREDICTION_PREFIX)}
+    others = sorted({k.split('.')[0] for k in state_dict if not k.startswith(_DENSE_PREDICTION_PREFIX)})
+    _logger.info('NAT: loading the backbone of a detection/segmentation checkpoint (%d tensors); its %s '
+                 'weights are not part of this model', len(backbone), ', '.join(others) or 'other')
+    return backbone
+
+
+def _resize_rpb(rpb: Tensor, shape: torch.Size, key: str) -> Tensor:
+    """Bicubic resize of a relative positional bias to another kernel size (as upstream made the 11x11
+    ImageNet-22k weights from the 7x7 ones, and as Swin resizes its bias tables)."""
+    if rpb.dim() != 3 or rpb.shape[0] != shape[0]:
+        raise ValueError(f'NAT checkpoint: {key} has shape {tuple(rpb.shape)}, the model needs {tuple(shape)}; '
+                         'only the kernel size may differ (the number of heads must match)')
+    _logger.info('NAT: resizing %s from %s to %s (bicubic) for a different kernel_size', key,
+                 tuple(rpb.shape), tuple(shape))
+    return F.interpolate(rpb[None].float(), size=tuple(shape[1:]), mode='bicubic', align_corners=False)[0].to(rpb.dtype)
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, Tensor], model: NAT) -> dict[str, Tensor]:
+    """Official NAT/DiNAT weights (classification, or a whole mmdet/mmseg model) in this model's layout.
+
+    Also: relative positional biases are resized when the model's ``kernel_size`` differs; the
+    ``stage_norms`` a model has but the checkpoint lacks (ImageNet weights for a detection backbone)
+    keep their identity initialisation, as upstream's fresh ``norm{i}`` layers did. A state dict
+    already in this layout (a converted file) is returned with only those two adaptations.
+    """
+    state_dict = dict(state_dict)
+    if any(k.startswith(_DENSE_PREDICTION_PREFIX) for k in state_dict):
+        state_dict = _backbone_of_dense_prediction_checkpoint(state_dict)
+    converted = {_official_key(k): v for k, v in state_dict.items()}
+
+    target = model.state_dict()
+    has_output_norms = any(k.startswith('stage_norms.') for k in converted)
+    if has_output_norms and model.stage_norms is None:
+        raise ValueError('This checkpoint is an official detection/segmentation backbone with a norm on every '
+                         'output (norm0..norm3): create the model with stage_norms=True to use them '
+                         "(e.g. timm.create_model(..., features_only=True, stage_norms=True), or "
+                         "model_kwargs=dict(stage_norms=True) in visionattn.TimmBackbone)")
+    for key, value in converted.items():
+        if key.endswith('.rpb') and key in target and value.shape != target[key].shape:
+            converted[key] = _resize_rpb(value, target[key].shape, key)
+    fresh = [k for k in target if k.startswith('stage_norms.') and k not in converted]
+    if fresh:
+        _logger.info('NAT: the checkpoint has no output norms; stage_norms keep their initialisation')
+        converted.update({k: target[k] for k in fresh})
+    return converted
+
+
+# Keyword arguments of the upstream constructors (classification/nat.py ``NAT``; detection/ and
+# segmentation/nat.py add the mm backbone's options) -> ours.
+_SAME_NAME = ('embed_dim', 'mlp_ratio', 'depths', 'num_heads', 'drop_path_rate', 'in_chans', 'kernel_size',
+              'dilations', 'num_classes', 'qkv_bias', 'qk_scale', 'layer_scale')
+_TRAINING_ONLY = ('frozen_stages', 'pretrained', 'in_patch_size')  # dense-prediction options without weights
+_UPSTREAM_KWARGS = _SAME_NAME + _TRAINING_ONLY + ('drop_rate', 'attn_drop_rate', 'norm_layer', 'out_indices')
+
+
+def from_upstream_kwargs(**upstream_kwargs: Any) -> NAT:
+    """Our model from the keyword arguments of the upstream ``NAT(...)`` (DiNAT: with ``dilations``).
+
+    The upstream defaults apply to what is not given (e.g. ``drop_path_rate=0.2``, 1000 classes).
+    Given ``out_indices`` (the dense-prediction backbone), the model is that backbone: norms on those
+    stage outputs (``forward_intermediates``), no final norm, no classifier. Its training-only options
+    (``frozen_stages``, ``pretrained``, ``in_patch_size``) do not change the weights and are ignored.
+    """
+    unknown = sorted(set(upstream_kwargs) - set(_UPSTREAM_KWARGS))
+    if unknown:
+        raise TypeError(f'NAT upstream kwargs: unknown {unknown}; the upstream constructor takes '
+                        f'{sorted(_UPSTREAM_KWARGS)}')
+    for required in ('embed_dim', 'mlp_ratio', 'depths', 'num_heads'):
+        if required not in upstream_kwargs:
+            raise TypeError(f'NAT upstream kwargs: {required!r} is required (the upstream constructor has no default)')
+    if upstream_kwargs.get('attn_drop_rate', 0.):
+        raise ValueError('NAT upstream kwargs: attn_drop_rate > 0 is not supported (the fused operator never forms '
+                         'the attention matrix); the official models use 0')
+    if upstream_kwargs.get('norm_layer', nn.LayerNorm) is not nn.LayerNorm:
+        raise ValueError('NAT upstream kwargs: only norm_layer=nn.LayerNorm (the upstream default) is supported')
+    kwargs = dict(drop_path_rate=0.2, **{k: upstream_kwargs[k] for k in _SAME_NAME if k in upstream_kwargs})
+    drop = upstream_kwargs.get('drop_rate', 0.)
+    kwargs.update(pos_drop_rate=drop, proj_drop_rate=drop)
+    if 'out_indices' not in upstream_kwargs:
+        return NAT(**kwargs)
+    # The upstream detection/segmentation backbone: every stage, a norm on each output, no final norm or head.
+    model = NAT(stage_norms=True, **kwargs)
+    model.prune_intermediate_layers(len(model.stages), prune_norm=True, prune_head=True)
+    model._keep_stage_norms([i % len(model.stages) for i in upstream_kwargs['out_indices']])
+    return model
+
+
+register_family('nat', from_upstream_kwargs, checkpoint_filter_fn)
+register_family('dinat', from_upstream_kwargs, checkpoint_filter_fn)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Pretrained configs and entry points
+# ----------------------------------------------------------------------------------------------------
+
+_NAT_URL = 'https://shi-labs.com/projects/nat/checkpoints/CLS/'
+_DINAT_URL = 'https://shi-labs.com/projects/dinat/checkpoints/'
+_PAPERS = {
+    'nat': dict(paper_ids='arXiv:2204.07143', paper_name='Neighborhood Attention Transformer'),
+    'dinat': dict(paper_ids='arXiv:2209.15001', paper_name='Dilated Neighborhood Attention Transformer'),
+}
+
+
+def _cfg(family: str, url: str, **kwargs: Any) -> dict[str, Any]:
+    return {
+        'url': url, 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7), 'crop_pct': 0.875,
+        'interpolation': 'bicubic', 'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'patch_embed.proj.0', 'classifier': 'head.fc', 'license': 'mit',
+        'origin_url': 'https://github.com/SHI-Labs/Neighborhood-Attention-Transformer', **_PAPERS[family], **kwargs}
+
+
+# ImageNet-22k heads: 21841 classes (the fall11 release, as Swin's ImageNet-22k weights); upstream does not
+# state the size and the files could not be inspected here.
+_IN22K = dict(num_classes=21841)
+_384 = dict(input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0)
+
+default_cfgs = generate_default_cfgs({
+    'nat_mini.in1k': _cfg('nat', _NAT_URL + 'nat_mini.pth'),
+    'nat_tiny.in1k': _cfg('nat', _NAT_URL + 'nat_tiny.pth'),
+    'nat_small.in1k': _cfg('nat', _NAT_URL + 'nat_small.pth'),
+    'nat_base.in1k': _cfg('nat', _NAT_URL + 'nat_base.pth'),
+    'dinat_mini.in1k': _cfg('dinat', _DINAT_URL + 'imagenet1k/dinat_mini_in1k_224.pth'),
+    'dinat_tiny.in1k': _cfg('dinat', _DINAT_URL + 'imagenet1k/dinat_tiny_in1k_224.pth'),
+    'dinat_small.in1k': _cfg('dinat', _DINAT_URL + 'imagenet1k/dinat_small_in1k_224.pth'),
+    'dinat_base.in1k': _cfg('dinat', _DINAT_URL + 'imagenet1k/dinat_base_in1k_224.pth'),
+    'dinat_large.in22k_ft_in1k': _cfg('dinat', _DINAT_URL + 'imagenet1k/dinat_large_in22k_in1k_224.pth'),
+    'dinat_large.in22k': _cfg('dinat', _DINAT_URL + 'imagenet22k/dinat_large_in22k_224.pth', **_IN22K),
+    'dinat_large_384.in22k_ft_in1k': _cfg('dinat', _DINAT_URL + 'imagenet1k/dinat_large_in22k_in1k_384.pth', **_384),
+    'dinat_large_11x11.in22k_ft_in1k_384': _cfg(
+        'dinat', _DINAT_URL + 'imagenet1k/dinat_large_in22k_in1k_384_11x11.pth', **_384),
+    'dinat_large_11x11.in22k': _cfg(
+        'dinat', _DINAT_URL + 'imagenet22k/dinat_large_in22k_224_11x11interp.pth', **_IN22K),
+})
+
+
+def _create_nat(variant: str, pretrained: bool = False, **kwargs: Any) -> NAT:
+    out_indices = kwargs.pop('out_indices', tuple(range(len(kwargs.get('depths', (3, 4, 18, 5))))))
+    return build_model_with_cfg(
+        NAT, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(feature_cls='getter', out_indices=out_indices), **kwargs)
+
+
+def _dinat_dilations(depths: Sequence[int], image_size: int = 224, kernel_size: int = 7) -> tuple[tuple[int, ...], ...]:
+    """DiNAT's dilations: plain (1) and dilated layers alternate, and a dilated layer's dilation is its
+    stage's map side at the training resolution // kernel size (56 // 7 = 8, then 4, 2, 1 at 224px)."""
+    sides = [image_size // 4 // 2 ** i for i in range(len(depths))]
+    return tuple(tuple(1 if j % 2 == 0 else max(1, side // kernel_size) for j in range(depth))
+                 for side, depth in zip(sides, depths))
+
+
+_MINI = dict(embed_dim=64, depths=(3, 4, 6, 5), num_heads=(2, 4, 8, 16), mlp_ratio=3.)
+_TINY = dict(embed_dim=64, depths=(3, 4, 18, 5), num_heads=(2, 4, 8, 16), mlp_ratio=3.)
+_SMALL = dict(embed_dim=96, depths=(3, 4, 18, 5), num_heads=(3, 6, 12, 24), mlp_ratio=2.)
+_BASE = dict(embed_dim=128, depths=(3, 4, 18, 5), num_heads=(4, 8, 16, 32), mlp_ratio=2., layer_scale=1e-5)
+_LARGE = dict(embed_dim=192, depths=(3, 4, 18, 5), num_heads=(6, 12, 24, 48), mlp_ratio=2.,
+              dilations=_dinat_dilations((3, 4, 18, 5)))
+
+
+def _variant(name: str, pretrained: bool, arch: dict[str, Any], kwargs: dict[str, Any]) -> NAT:
+    return _create_nat(name, pretrained, **dict(arch, **kwargs))
+
+
+@register_model
+def nat_mini(pretrained: bool = False, **kwargs: Any) -> NAT:
+    """NAT-Mini: 20.0M params, 81.8% ImageNet-1k top-1 (reported)."""
+    return _variant('nat_mini', pretrained, _MINI, kwargs)
+
+
+@register_model
+def nat_tiny(pretrained: bool = False, **kwargs: Any) -> NAT:
+    """NAT-Tiny: 27.9M params, 83.2% ImageNet-1k top-1 (reported)."""
+    return _variant('nat_tiny', pretrained, _TINY, kwargs)
+
+
+@register_model
+def nat_small(pretrained: bool = False, **kwargs: Any) -> NAT:
+    """NAT-Small: 50.7M params, layer scale 1e-5, 83.7% ImageNet-1k top-1 (reported)."""
+    return _variant('nat_small', pretrained, dict(_SMALL, layer_scale=1e-5), kwargs)
+
+
+@register_model
+def nat_base(pretrained: bool = False, **kwargs: Any) -> NAT:
+    """NAT-Base: 89.8M params, layer scale 1e-5, 84.3% ImageNet-1k top-1 (reported)."""
+    return _variant('nat_base', pretrained, _BASE, kwargs)
+
+
+@register_model
+def dinat_mini(pretrained: bool = False, **kwargs: Any) -> NAT:
+    """DiNAT-Mini: NAT-Mini with dilated layers, 81.8% ImageNet-1k top-1 (reported)."""
+    return _variant('dinat_mini', pretrained, dict(_MINI, dilations=_dinat_dilations(_MINI['depths'])), kwargs)
+
+
+@register_model
+def dinat_tiny(pretrained: bool = False, **kwargs: Any) -> NAT:
+    """DiNAT-Tiny: NAT-Tiny with dilated layers, 82.7% ImageNet-1k top-1 (reported)."""
+    return _variant('dinat_tiny', pretrained, dict(_TINY, dilations=_dinat_dilations(_TINY['depths'])), kwargs)
+
+
+@register_model
+def dinat_small(pretrained: bool = False, **kwargs: Any) -> NAT:
+    """DiNAT-Small: NAT-Small with dilated layers and without layer scale, 83.8% top-1 (reported)."""
+    return _variant('dinat_small', pretrained, dict(_SMALL, dilations=_dinat_dilations(_SMALL['depths'])), kwargs)
+
+
+@register_model
+def dinat_base(pretrained: bool = False, **kwargs: Any) -> NAT:
+    """DiNAT-Base: NAT-Base with dilated layers, 84.4% ImageNet-1k top-1 (reported)."""
+    return _variant('dinat_base', pretrained, dict(_BASE, dilations=_dinat_dilations(_BASE['depths'])), kwargs)
+
+
+@register_model
+def dinat_large(pretrained: bool = False, **kwargs: Any) -> NAT:
+    """DiNAT-Large (ImageNet-22k pre-trained): 200.9M params, 86.6% top-1 at 224px (reported)."""
+    return _variant('dinat_large', pretrained, _LARGE, kwargs)
+
+
+@register_model
+def dinat_large_384(pretrained: bool = False, **kwargs: Any) -> NAT:
+    """DiNAT-Large fine-tuned at 384px, dilations for its maps (96 // 7 = 13, then 6, 3): 87.4% top-1 (reported)."""
+    arch = dict(_LARGE, dilations=_dinat_dilations(_LARGE['depths'], image_size=384))
+    return _variant('dinat_large_384', pretrained, arch, kwargs)
+
+
+@register_model
+def dinat_large_11x11(pretrained: bool = False, **kwargs: Any) -> NAT:
+    """DiNAT-Large with 11x11 neighbourhoods (224px dilations): 87.5% top-1 at 384px (reported)."""
+    return _variant('dinat_large_11x11', pretrained, dict(_LARGE, kernel_size=11), kwargs)

@@ -1,0 +1,483 @@
+"""Bi-level routing attention (BiFormer): the routing step and the routed token attention.
+
+BiFormer splits the feature map into a ``grid_h x grid_w`` grid of regions, routes every query region
+to the ``topk`` regions whose mean key is most similar to its mean query, and runs token attention of
+the region's queries over the tokens of its ``topk`` routed regions. Upstream (rayleizhu/BiFormer
+``ops/bra_legacy.py``) gathers a ``topk``-times copy of K and V for that; the operators here read K and
+V of the routed regions in place, so memory does not grow with ``topk``.
+
+Layouts (channels last, heads split off the channels as ``channel = head * head_dim + i``, which is
+upstream's ``(m c)`` split):
+
+- ``q``, ``k``: ``(batch, height, width, heads, head_dim)``; ``v``: ``(batch, height, width, heads,
+  head_dim_v)``. Views are fine (e.g. slices of one ``qkv`` projection); the last dim must be dense.
+- Region ``r`` is the ``(r // grid_w, r % grid_w)`` cell of the grid (row-major, upstream's
+  ``(j i)``), covering ``height // grid_h x width // grid_w`` tokens; regions may be any size from 1x1.
+- ``region_index``: ``(batch, grid_h * grid_w, topk)`` integer, the routed regions of every query
+  region, shared by all heads (as upstream). :func:`bra_routing` makes it.
+- ``key_mask`` / ``token_mask``: ``(batch or 1, height, width)`` bool, ``True`` for real tokens.
+- Output: ``(batch, height, width, heads, head_dim_v)`` in the inputs' dtype.
+
+Public functions:
+
+- :func:`bra_routing`: region means, region affinity, top-k (no autograd, like upstream's default
+  ``diff_routing=False``). PyTorch only, on purpose: it is one reading pass over q and k (region means),
+  a ``regions x regions`` matmul (49 to a few hundred regions) and ``torch.topk``; a Triton kernel
+  could only fuse the means, which are already a single memory-bound pass.
+- :func:`bra_attention`: token attention of each query region over its routed regions (forward and
+  backward), on the backend :mod:`.dispatch` picks: the Triton kernels (``visionattn.kernels.bra``) or
+  the PyTorch path below. Both are ``torch.library`` custom ops with fake implementations, so they
+  work with autograd, ``torch.compile(fullgraph=True)`` and ``torch.export``; under autocast the
+  inputs are cast to the autocast dtype (softmax and accumulation stay in float32).
+- :func:`bi_level_routing_attention`: both steps with upstream's defaults (one scale for routing and
+  attention, ``(heads * head_dim) ** -0.5``).
+- :func:`bra_attention_reference`: upstream's gather formulation, plainly written; the reference of
+  the tests and the baseline of the benchmarks (memory grows with ``topk``).
+
+Upstream facts reproduced: routing and token attention both use ``qk_dim ** -0.5`` with ``qk_dim`` the
+full channel dim (``heads * head_dim``), not the head dim; the routing step averages q and k over each
+region (all channels, all heads) and keeps the top-k regions by affinity; keys of the union are ordered
+by routing rank, then row-major within a region (softmax does not depend on that order). Upstream's
+``auto_pad`` zero-pads the feature map before the qkv projection and lets padded tokens take part in
+routing and attention; pass ``token_mask`` to exclude them instead (masked region means, padded keys
+never attended). A query whose routed keys are all masked gets a zero output and zero gradients.
+
+Building upstream's ``BiLevelRoutingAttention`` (``bra_legacy.py``, the released checkpoints) on these
+ops, for an NHWC input ``x`` of ``C`` channels and ``n_win`` regions per side::
+
+    x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))                   # auto_pad: zeros at the right/bottom
+    q, k, v = qkv(x).split([qk_dim, qk_dim, C], -1)            # the qkv Linear, views are fine
+    q, k = (t.unflatten(-1, (heads, qk_dim // heads)) for t in (q, k))
+    out = bi_level_routing_attention(q, k, v.unflatten(-1, (heads, C // heads)), n_win, topk,
+                                     token_mask=None)          # 'upstream' padding mode
+    out = wo(out.flatten(3) + lepe(v))[:, :H, :W]              # LePE on the (padded) V, then crop
+
+The ``masked`` padding mode passes ``token_mask = (rows < H)[:, None] & (cols < W)`` (shape
+``(1, H + pad_h, W + pad_w)``) instead: padded tokens then neither enter the region means nor serve as
+keys. timm and the OpenMMLab packages have no routed attention, hence this module.
+
+The PyTorch path never holds more than ``_SCORE_BUDGET`` attention scores at once: each step attends
+a chunk of query regions (or of one region's queries) to a group of their routed regions, all ``topk``
+when they fit, with an online softmax across groups; the backward recomputes the scores from the saved
+log-sum-exp (flash-attention style) and adds dK and dV back with ``index_add_``. Its memory is q, k, v,
+the output and their float32 region-major copies plus that bounded working set, whatever ``topk``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .dispatch import default_backend, resolve_backend
+
+__all__ = ['bra_routing', 'bra_attention', 'bi_level_routing_attention', 'bra_attention_reference']
+
+_SCORE_BUDGET = 1 << 22  # attention scores the PyTorch path computes per step (16 MiB in float32)
+_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+# ----------------------------------------------------------------------------------------------
+# argument checks
+# ----------------------------------------------------------------------------------------------
+def _grid(region_grid: int | tuple[int, int], height: int, width: int) -> tuple[int, int]:
+    grid_h, grid_w = (region_grid, region_grid) if isinstance(region_grid, int) else tuple(region_grid)
+    if grid_h < 1 or grid_w < 1:
+        raise ValueError(f'region_grid must be positive, got {region_grid}')
+    if height % grid_h or width % grid_w:
+        raise ValueError(
+            f'feature map {height}x{width} is not divisible by the region grid {grid_h}x{grid_w}: pad it '
+            f'to a multiple of the grid first (BiFormer auto_pad), and pass a token_mask/key_mask if the '
+            f'padded tokens must not take part')
+    return grid_h, grid_w
+
+
+def _check_qk(q: Tensor, k: Tensor) -> None:
+    if q.dim() != 5 or k.shape != q.shape:
+        raise ValueError('q and k must have the same shape (batch, height, width, heads, head_dim), got '
+                         f'{tuple(q.shape)} and {tuple(k.shape)}')
+    if k.dtype != q.dtype or not q.is_floating_point():
+        raise TypeError(f'q and k must share one floating dtype, got {q.dtype} and {k.dtype}')
+    if k.device != q.device:
+        raise ValueError(f'q and k are on different devices ({q.device}, {k.device})')
+
+
+def _check_mask(mask: Optional[Tensor], q: Tensor, name: str) -> None:
+    if mask is None:
+        return
+    batch, height, width = q.shape[:3]
+    if mask.dtype != torch.bool or mask.dim() != 3 or mask.shape[0] not in (1, batch) or \
+            tuple(mask.shape[1:]) != (height, width):
+        raise ValueError(f'{name} must be a bool tensor of shape ({batch} or 1, {height}, {width}) '
+                         f'(True for real tokens), got {mask.dtype} {tuple(mask.shape)}')
+    if mask.device != q.device:
+        raise ValueError(f'{name} is on {mask.device} but q is on {q.device}')
+
+
+def _check_attention_args(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor,
+                          region_grid: int | tuple[int, int], key_mask: Optional[Tensor]) -> tuple[int, int]:
+    _check_qk(q, k)
+    if v.dim() != 5 or v.shape[:4] != q.shape[:4]:
+        raise ValueError(f'v must be (batch, height, width, heads, head_dim_v) with the first four dims of '
+                         f'q {tuple(q.shape[:4])}, got {tuple(v.shape)}')
+    if v.dtype != q.dtype or v.device != q.device:
+        raise TypeError(f'v must have the dtype and device of q ({q.dtype}, {q.device}), got {v.dtype}, {v.device}')
+    grid_h, grid_w = _grid(region_grid, q.shape[1], q.shape[2])
+    regions = grid_h * grid_w
+    if region_index.dim() != 3 or region_index.shape[:2] != (q.shape[0], regions) or \
+            region_index.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f'region_index must be an int32/int64 tensor of shape (batch={q.shape[0]}, '
+                         f'regions={regions}, topk), got {region_index.dtype} {tuple(region_index.shape)}')
+    if not 1 <= region_index.shape[2] <= regions:
+        raise ValueError(f'topk={region_index.shape[2]} must be between 1 and the number of regions ({regions})')
+    if region_index.device != q.device:
+        raise ValueError(f'region_index is on {region_index.device} but q is on {q.device}')
+    # Checking the values costs a device sync on GPUs; bra_routing's indices are valid by construction.
+    if region_index.device.type == 'cpu' and not torch.compiler.is_compiling() and region_index.numel() and \
+            (int(region_index.min()) < 0 or int(region_index.max()) >= regions):
+        raise ValueError(f'region_index holds values outside [0, {regions})')
+    _check_mask(key_mask, q, 'key_mask')
+    return grid_h, grid_w
+
+
+# ----------------------------------------------------------------------------------------------
+# routing
+# ----------------------------------------------------------------------------------------------
+def _region_sums(x: Tensor, grid_h: int, grid_w: int) -> Tensor:
+    """(B, H, W, C) -> (B, regions, C): the sum of every region."""
+    batch, height, width, channels = x.shape
+    x = x.reshape(batch, grid_h, height // grid_h, grid_w, width // grid_w, channels)
+    return x.sum((2, 4)).reshape(batch, grid_h * grid_w, channels)
+
+
+def bra_routing(q: Tensor, k: Tensor, region_grid: int | tuple[int, int], topk: int,
+                scale: float | None = None, token_mask: Tensor | None = None) -> Tensor:
+    """The ``topk`` regions every query region attends to: ``(batch, regions, topk)`` int64.
+
+    Region affinity is ``(mean_q * scale) @ mean_k^T`` over all channels of all heads, ``scale``
+    defaulting to upstream's ``(heads * head_dim) ** -0.5``; ties are broken by ``torch.topk``. With
+    ``token_mask``, means are taken over the real tokens only and regions without a real token are
+    routed to last. Runs without autograd (indices carry no gradient, as upstream's default).
+    """
+    _check_qk(q, k)
+    batch, height, width, heads, head_dim = q.shape
+    grid_h, grid_w = _grid(region_grid, height, width)
+    regions = grid_h * grid_w
+    if not 1 <= topk <= regions:
+        raise ValueError(f'topk={topk} must be between 1 and the number of regions '
+                         f'({grid_h}x{grid_w}={regions}); lower topk or use a finer region grid')
+    _check_mask(token_mask, q, 'token_mask')
+    scale = (heads * head_dim) ** -0.5 if scale is None else scale
+    with torch.no_grad():
+        q_flat, k_flat = q.flatten(3), k.flatten(3)
+        if token_mask is None:
+            count = (height // grid_h) * (width // grid_w)
+            q_region = _region_sums(q_flat, grid_h, grid_w) / count
+            k_region = _region_sums(k_flat, grid_h, grid_w) / count
+        else:
+            weight = token_mask.unsqueeze(-1).to(q.dtype)
+            count = _region_sums(weight, grid_h, grid_w)  # (B or 1, regions, 1)
+            q_region = _region_sums(q_flat * weight, grid_h, grid_w) / count.clamp(min=1)
+            k_region = _region_sums(k_flat * weight, grid_h, grid_w) / count.clamp(min=1)
+        affinity = (q_region * scale) @ k_region.transpose(-2, -1)  # (B, regions, regions)
+        if token_mask is not None:
+            affinity = affinity.masked_fill(count.transpose(-2, -1) == 0, float('-inf'))
+        return torch.topk(affinity, topk, dim=-1).indices
+
+
+# ----------------------------------------------------------------------------------------------
+# PyTorch path
+# ----------------------------------------------------------------------------------------------
+def _to_regions(x: Tensor, grid_h: int, grid_w: int) -> Tensor:
+    """(B, H, W, *rest) -> (B * regions, tokens per region, *rest), regions and tokens row-major."""
+    batch, height, width = x.shape[:3]
+    rest = x.shape[3:]
+    x = x.reshape(batch, grid_h, height // grid_h, grid_w, width // grid_w, *rest).transpose(2, 3)
+    return x.reshape(batch * grid_h * grid_w, (height // grid_h) * (width // grid_w), *rest)
+
+
+def _from_regions(x: Tensor, batch: int, grid_h: int, grid_w: int, height: int, width: int) -> Tensor:
+    """Inverse of :func:`_to_regions`."""
+    rest = x.shape[2:]
+    x = x.reshape(batch, grid_h, grid_w, height // grid_h, width // grid_w, *rest).transpose(2, 3)
+    return x.reshape(batch, height, width, *rest)
+
+
+class _Plan:
+    """How the PyTorch path tiles a problem: rows (batch x query regions), query tokens, key groups."""
+
+    def __init__(self, q: Tensor, region_index: Tensor, grid_h: int, grid_w: int) -> None:
+        batch, height, width, heads = q.shape[:4]
+        self.rows = batch * grid_h * grid_w
+        self.tokens = (height // grid_h) * (width // grid_w)
+        self.topk = region_index.shape[-1]
+        # as many routed regions per step as fit the budget with all of a region's queries, then rows
+        self.group = max(1, min(self.topk, _SCORE_BUDGET // (heads * self.tokens * self.tokens)))
+        keys = self.group * self.tokens
+        self.query_chunk = max(1, min(self.tokens, _SCORE_BUDGET // (heads * keys)))
+        self.row_chunk = max(1, _SCORE_BUDGET // (heads * self.query_chunk * keys))
+        offset = torch.arange(batch, device=q.device).view(batch, 1, 1) * (grid_h * grid_w)
+        self.routed_rows = (region_index.long() + offset).reshape(self.rows, self.topk)
+
+    def tiles(self):
+        """(rows, query tokens) slices covering every query once."""
+        for r0 in range(0, self.rows, self.row_chunk):
+            for t0 in range(0, self.tokens, self.query_chunk):
+                yield slice(r0, r0 + self.row_chunk), slice(t0, t0 + self.query_chunk)
+
+    def groups(self, rows: slice):
+        """The routed rows of ``rows``, ``self.group`` routed regions at a time: (n, group) each."""
+        for j0 in range(0, self.topk, self.group):
+            yield self.routed_rows[rows, j0:j0 + self.group]
+
+
+def _gather_keys(x: Tensor, routed: Tensor) -> Tensor:
+    """Tokens of the routed regions: x (rows, T, h, c), routed (n, g) -> (n, h, g * T, c)."""
+    n, group = routed.shape
+    picked = x.index_select(0, routed.reshape(-1))
+    return picked.reshape(n, group * x.shape[1], *x.shape[2:]).transpose(1, 2)
+
+
+def _scatter_keys(dst: Tensor, routed: Tensor, grad: Tensor) -> None:
+    """Add grad (n, h, g * T, c) of the routed tokens into dst (rows, T, h, c), inverse of _gather_keys."""
+    n, group = routed.shape
+    grad = grad.transpose(1, 2).reshape(n * group, dst.shape[1], *dst.shape[2:])
+    dst.index_add_(0, routed.reshape(-1), grad)
+
+
+def _masked_scores(q: Tensor, keys: Tensor, scale: float, mask_rows: Optional[Tensor], routed: Tensor) -> Tensor:
+    scores = (q @ keys.transpose(-2, -1)) * scale
+    if mask_rows is not None:
+        valid = mask_rows.index_select(0, routed.reshape(-1)).reshape(routed.shape[0], 1, 1, -1)
+        scores = scores.masked_fill(~valid, float('-inf'))
+    return scores
+
+
+def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _attend_group(q_tile: Tensor, routed: Tensor, k_rows: Tensor, v_rows: Tensor, mask_rows: Optional[Tensor],
+                  scale: float, state: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """One online-softmax step: (running max, sum, output) after the keys of the routed regions ``routed``.
+    A function of its own so that the step's score-sized temporaries are freed before the next step."""
+    run_max, run_sum, run_out = state
+    scores = _masked_scores(q_tile, _gather_keys(k_rows, routed), scale, mask_rows, routed)
+    new_max = torch.maximum(run_max, scores.amax(-1))
+    shift = new_max.masked_fill(new_max == float('-inf'), 0)  # every key so far masked
+    probs = torch.exp(scores - shift.unsqueeze(-1))
+    rescale = torch.exp(run_max - shift)
+    run_sum = run_sum * rescale + probs.sum(-1)
+    run_out = run_out * rescale.unsqueeze(-1) + probs @ _gather_keys(v_rows, routed)
+    return new_max, run_sum, run_out
+
+
+def _torch_forward(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, key_mask: Optional[Tensor],
+                   grid_h: int, grid_w: int, scale: float) -> tuple[Tensor, Tensor]:
+    """Online softmax over groups of routed regions; returns the output and the log-sum-exp."""
+    batch, height, width = q.shape[:3]
+    acc = _accumulation_dtype(q.dtype)
+    plan = _Plan(q, region_index, grid_h, grid_w)
+    with torch.autocast(q.device.type, enabled=False):
+        q_rows = _to_regions(q, grid_h, grid_w).to(acc).transpose(1, 2)  # (rows, h, T, d)
+        k_rows = _to_regions(k, grid_h, grid_w).to(acc)  # (rows, T, h, d)
+        v_rows = _to_regions(v, grid_h, grid_w).to(acc)
+        mask_rows = None if key_mask is None else _to_regions(key_mask.expand(batch, -1, -1), grid_h, grid_w)
+        out = q_rows.new_empty(*q_rows.shape[:3], v.shape[-1])
+        lse = q_rows.new_empty(q_rows.shape[:3])
+        for rows, queries in plan.tiles():
+            q_tile = q_rows[rows, :, queries]
+            state = (q_tile.new_full(q_tile.shape[:-1], float('-inf')), q_tile.new_zeros(q_tile.shape[:-1]),
+                     q_tile.new_zeros(*q_tile.shape[:-1], v.shape[-1]))
+            for routed in plan.groups(rows):
+                state = _attend_group(q_tile, routed, k_rows, v_rows, mask_rows, scale, state)
+            run_max, run_sum, run_out = state
+            attended = run_sum > 0
+            out[rows, :, queries] = run_out / torch.where(attended, run_sum, 1).unsqueeze(-1)
+            lse[rows, :, queries] = torch.where(attended, run_max + torch.log(run_sum), float('inf'))
+    out = _from_regions(out.transpose(1, 2), batch, grid_h, grid_w, height, width)
+    lse = _from_regions(lse.transpose(1, 2), batch, grid_h, grid_w, height, width)
+    return out.to(q.dtype).contiguous(), lse.contiguous()
+
+
+def _backward_group(q_tile: Tensor, g_tile: Tensor, lse_tile: Tensor, delta_tile: Tensor, routed: Tensor,
+                    k_rows: Tensor, v_rows: Tensor, mask_rows: Optional[Tensor], scale: float, dk: Tensor,
+                    dv: Tensor) -> Tensor:
+    """Adds the routed keys' share of dK and dV for one step and returns the step's dQ (unscaled)."""
+    keys, values = _gather_keys(k_rows, routed), _gather_keys(v_rows, routed)
+    probs = torch.exp(_masked_scores(q_tile, keys, scale, mask_rows, routed) - lse_tile.unsqueeze(-1))
+    dscores = probs * (g_tile @ values.transpose(-2, -1) - delta_tile.unsqueeze(-1))
+    _scatter_keys(dv, routed, probs.transpose(-2, -1) @ g_tile)
+    _scatter_keys(dk, routed, (dscores.transpose(-2, -1) @ q_tile) * scale)
+    return dscores @ keys
+
+
+def _torch_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, region_index: Tensor,
+                    key_mask: Optional[Tensor], out: Tensor, lse: Tensor, grid_h: int, grid_w: int,
+                    scale: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients by recomputing the attention of each key group from the saved log-sum-exp."""
+    batch, height, width = q.shape[:3]
+    acc = _accumulation_dtype(q.dtype)
+    plan = _Plan(q, region_index, grid_h, grid_w)
+
+    def rows_heads_first(x: Tensor) -> Tensor:
+        return _to_regions(x, grid_h, grid_w).to(acc).transpose(1, 2)
+
+    with torch.autocast(q.device.type, enabled=False):
+        q_rows, g_rows, lse_rows = rows_heads_first(q), rows_heads_first(grad_out), rows_heads_first(lse)
+        delta = (g_rows * rows_heads_first(out)).sum(-1)  # (rows, h, T): rowsum(dO * O)
+        k_rows = _to_regions(k, grid_h, grid_w).to(acc)
+        v_rows = _to_regions(v, grid_h, grid_w).to(acc)
+        mask_rows = None if key_mask is None else _to_regions(key_mask.expand(batch, -1, -1), grid_h, grid_w)
+        dq = torch.zeros_like(q_rows)
+        dk = torch.zeros_like(k_rows)
+        dv = torch.zeros_like(v_rows)
+        for rows, queries in plan.tiles():
+            tile = (q_rows[rows, :, queries], g_rows[rows, :, queries], lse_rows[rows, :, queries],
+                    delta[rows, :, queries])
+            for routed in plan.groups(rows):
+                dq[rows, :, queries] += _backward_group(*tile, routed, k_rows, v_rows, mask_rows, scale, dk, dv)
+        dq *= scale
+    dq = _from_regions(dq.transpose(1, 2), batch, grid_h, grid_w, height, width)
+    dk = _from_regions(dk, batch, grid_h, grid_w, height, width)
+    dv = _from_regions(dv, batch, grid_h, grid_w, height, width)
+    return dq.to(q.dtype).contiguous(), dk.to(k.dtype).contiguous(), dv.to(v.dtype).contiguous()
+
+
+# ----------------------------------------------------------------------------------------------
+# custom ops
+# ----------------------------------------------------------------------------------------------
+@torch.library.custom_op('visionattn::bra_attention_forward', mutates_args=())
+def _forward_op(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, key_mask: Optional[Tensor],
+                grid_h: int, grid_w: int, scale: float, backend: str) -> tuple[Tensor, Tensor]:
+    if backend == 'triton':
+        from visionattn.kernels import bra as kernels
+        return kernels.forward(q, k, v, region_index, key_mask, grid_h, grid_w, scale)
+    return _torch_forward(q, k, v, region_index, key_mask, grid_h, grid_w, scale)
+
+
+@_forward_op.register_fake
+def _forward_fake(q, k, v, region_index, key_mask, grid_h, grid_w, scale, backend):
+    out = q.new_empty(*q.shape[:4], v.shape[-1])
+    return out, q.new_empty(q.shape[:4], dtype=_accumulation_dtype(q.dtype))
+
+
+@torch.library.custom_op('visionattn::bra_attention_backward', mutates_args=())
+def _backward_op(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, region_index: Tensor,
+                 key_mask: Optional[Tensor], out: Tensor, lse: Tensor, grid_h: int, grid_w: int, scale: float,
+                 backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    if backend == 'triton':
+        from visionattn.kernels import bra as kernels
+        return kernels.backward(grad_out, q, k, v, region_index, key_mask, out, lse, grid_h, grid_w, scale)
+    return _torch_backward(grad_out, q, k, v, region_index, key_mask, out, lse, grid_h, grid_w, scale)
+
+
+@_backward_op.register_fake
+def _backward_fake(grad_out, q, k, v, region_index, key_mask, out, lse, grid_h, grid_w, scale, backend):
+    return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    q, k, v, region_index, key_mask, grid_h, grid_w, scale, backend = inputs
+    ctx.save_for_backward(q, k, v, region_index, key_mask, *output)
+    ctx.args = (grid_h, grid_w, scale, backend)
+
+
+def _backward(ctx, grad_out: Tensor, grad_lse: Tensor):
+    q, k, v, region_index, key_mask, out, lse = ctx.saved_tensors
+    dq, dk, dv = _backward_op(grad_out, q, k, v, region_index, key_mask, out, lse, *ctx.args)
+    return dq, dk, dv, None, None, None, None, None, None
+
+
+_forward_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------------------------
+# public API
+# ----------------------------------------------------------------------------------------------
+def _backend_for(requested: str | None, q: Tensor) -> str:
+    name = resolve_backend(requested, q.device)
+    if name == 'triton' and q.dtype not in _KERNEL_DTYPES:
+        if (requested or default_backend()) != 'auto':
+            raise TypeError(f'the Triton routing-attention kernels take float32, float16 or bfloat16, got '
+                            f"{q.dtype}; use backend='torch' for it")
+        name = 'torch'
+    return name
+
+
+def bra_attention(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, region_grid: int | tuple[int, int],
+                  scale: float | None = None, key_mask: Tensor | None = None,
+                  backend: str | None = None) -> Tensor:
+    """Token attention of every query region over the tokens of its routed regions.
+
+    Args:
+        q, k: ``(batch, height, width, heads, head_dim)``; v: ``(batch, height, width, heads, head_dim_v)``.
+        region_index: ``(batch, regions, topk)`` routed regions of each query region (all heads).
+        region_grid: regions per side, ``n`` or ``(grid_h, grid_w)``; must divide the feature map.
+        scale: logit scale, default ``head_dim ** -0.5`` (BiFormer uses ``(heads * head_dim) ** -0.5``).
+        key_mask: ``(batch or 1, height, width)`` bool, False for tokens no query may attend.
+        backend: ``'triton'``, ``'torch'``, ``'auto'`` or None (see :mod:`visionattn.ops.dispatch`).
+
+    Returns:
+        ``(batch, height, width, heads, head_dim_v)`` in the dtype of q (the autocast dtype under autocast).
+    """
+    grid_h, grid_w = _check_attention_args(q, k, v, region_index, region_grid, key_mask)
+    device_type = q.device.type
+    if torch.is_autocast_enabled(device_type) and q.dtype != torch.float64:
+        dtype = torch.get_autocast_dtype(device_type)
+        q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    out, _ = _forward_op(q, k, v, region_index, key_mask, grid_h, grid_w, scale, _backend_for(backend, q))
+    return out
+
+
+def bi_level_routing_attention(q: Tensor, k: Tensor, v: Tensor, region_grid: int | tuple[int, int], topk: int,
+                               scale: float | None = None, token_mask: Tensor | None = None,
+                               backend: str | None = None) -> Tensor:
+    """BiFormer's bi-level routing attention: :func:`bra_routing`, then :func:`bra_attention`.
+
+    One ``scale`` serves both steps, as upstream, defaulting to ``(heads * head_dim) ** -0.5``.
+    ``token_mask`` (``(batch or 1, height, width)`` bool) excludes tokens from the routing means and
+    from the attended keys (BiFormer's padding, masked); queries at masked positions still get outputs.
+    """
+    scale = (q.shape[-2] * q.shape[-1]) ** -0.5 if scale is None else scale
+    region_index = bra_routing(q, k, region_grid, topk, scale, token_mask)
+    return bra_attention(q, k, v, region_index, region_grid, scale, token_mask, backend)
+
+
+def bra_attention_reference(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor,
+                            region_grid: int | tuple[int, int], scale: float | None = None,
+                            key_mask: Tensor | None = None) -> Tensor:
+    """Upstream's formulation (``bra_legacy.py``): gather a ``topk``-times copy of K and V, then attend.
+
+    Same arguments and result as :func:`bra_attention`; autograd through plain PyTorch ops, memory
+    growing with ``topk``. For tests and benchmarks.
+    """
+    grid_h, grid_w = _check_attention_args(q, k, v, region_index, region_grid, key_mask)
+    batch, height, width, heads, head_dim = q.shape
+    regions, topk = grid_h * grid_w, region_index.shape[-1]
+    tokens = (height // grid_h) * (width // grid_w)
+    scale = head_dim ** -0.5 if scale is None else scale
+
+    def windows(x: Tensor) -> Tensor:  # (B, H, W, ...) -> (B, regions, T, channels)
+        return _to_regions(x, grid_h, grid_w).reshape(batch, regions, tokens, -1)
+
+    def gather(x: Tensor) -> Tensor:  # (B, regions, T, C) -> (B * regions, topk * T, C)
+        index = region_index.long().view(batch, regions, topk, 1, 1).expand(-1, -1, -1, tokens, x.shape[-1])
+        picked = torch.gather(x.unsqueeze(1).expand(-1, regions, -1, -1, -1), 2, index)
+        return picked.reshape(batch * regions, topk * tokens, x.shape[-1])
+
+    def split_heads(x: Tensor) -> Tensor:  # (n, L, heads * c) -> (n, heads, L, c)
+        return x.reshape(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
+
+    q_heads = split_heads(windows(q).reshape(batch * regions, tokens, -1))
+    logits = (q_heads * scale) @ split_heads(gather(windows(k))).transpose(-2, -1)
+    if key_mask is not None:
+        valid = gather(windows(key_mask.expand(batch, -1, -1).unsqueeze(-1))).reshape(batch * regions, 1, 1, -1)
+        attended = valid.any(-1, keepdim=True)
+        logits = logits.masked_fill(~valid & attended, float('-inf'))
+    out = torch.softmax(logits, dim=-1) @ split_heads(gather(windows(v)))
+    if key_mask is not None:
+        out = out * attended
+    out = out.transpose(1, 2)  # (B * regions, T, heads, c)
+    return _from_regions(out.reshape(batch * regions, tokens, heads, -1), batch, grid_h, grid_w, height, width)
