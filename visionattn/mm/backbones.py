@@ -14,22 +14,46 @@ interface of an OpenMMLab backbone:
   ``pretrained_cfg_overlay=dict(file=...)``).
 - ``in_chans``: timm adapts pretrained first-layer weights to any channel count.
 - Outputs are always NCHW; :attr:`out_channels` and :attr:`out_strides` list them for the neck.
+
+What timm's features lack as dense-prediction backbones, and the options that supply it (any timm
+model can use them):
+
+- ``out_norm``: timm returns raw stage outputs; the detection/segmentation backbones of Swin, DaViT
+  and FocalNet add a fresh norm to every output (``norm{i}``, ``nn.LayerNorm``).
+- ``pad_to_multiple``: timm's FocalNet patchifies with unpadded stride-4/2 convs, so a side that is
+  not a multiple of 32 loses its last pixels at every stage (100x130 gives 3x4 at stride 32 where the
+  upstream detection code, which pads, gives 4x5); timm's halo attention asserts, without a message,
+  that every map it sees is a multiple of its block size (halonet26t: inputs divisible by 256).
+  The input is zero-padded at the right/bottom to the multiple and every output is cropped back to
+  ``ceil(side / stride)``: the map the unpadded image has in the upstream dense-prediction code.
+- pretrained weights for widened depthwise kernels: FocalNet's upstream detection and segmentation
+  recipes use focal kernels 9/11/13 (``focal_windows=9``) initialised from the 3/5/7 ImageNet
+  checkpoints by zero-padding; timm's loader refuses the shapes. When ``model_kwargs`` only grow
+  convolution kernels, the weights are loaded into the entry point's own architecture and the kernels
+  zero-padded around the centre, which keeps the pretrained function of 'same'-padded convs.
+- ``frozen_stages`` counts stages by where their parameters end, so a stage whose ``feature_info``
+  module holds no parameters (ByobNet's ``final_conv`` is an ``Identity`` in halonet26t and
+  halonet_h1, and stands for the whole last stage) is frozen correctly.
 """
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Any, Sequence
 
 import timm
 import torch
+import torch.nn.functional as F
 from mmengine.model import BaseModule
+from timm.layers import create_norm_layer
+from timm.layers.halo_attn import HaloAttn
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import visionattn  # noqa: F401  (registers the project's models in timm)
 from visionattn.registry import MODELS
 
-__all__ = ['TimmBackbone', 'stage_feature_info']
+__all__ = ['TimmBackbone', 'stage_feature_info', 'required_input_multiple']
 
 
 def _unknown_model_error(model_name: str) -> KeyError:
@@ -39,18 +63,113 @@ def _unknown_model_error(model_name: str) -> KeyError:
                     f"timm.list_models('<pattern>') after `import visionattn`.")
 
 
+def _meta_features_model(model_name: str, **kwargs: Any) -> nn.Module:
+    """``features_only`` model built on the meta device: nothing is allocated or downloaded."""
+    if not timm.is_model(model_name):
+        raise _unknown_model_error(model_name)
+    with torch.device('meta'):
+        return timm.create_model(model_name, pretrained=False, features_only=True, **kwargs)
+
+
+def _stages(model: nn.Module) -> list[dict[str, Any]]:
+    infos = [dict(info, feature_index=i) for i, info in enumerate(model.feature_info.info)]
+    stages = [info for info in infos if info['reduction'] >= 4]
+    return stages or infos
+
+
 def stage_feature_info(model_name: str, **kwargs: Any) -> list[dict[str, Any]]:
     """The ``feature_info`` entries of ``model_name`` that count as stages (stride >= 4).
 
     Built on the meta device, so nothing is allocated or downloaded.
     """
-    if not timm.is_model(model_name):
-        raise _unknown_model_error(model_name)
-    with torch.device('meta'):
-        model = timm.create_model(model_name, pretrained=False, features_only=True, **kwargs)
-    infos = [dict(info, feature_index=i) for i, info in enumerate(model.feature_info.info)]
-    stages = [info for info in infos if info['reduction'] >= 4]
-    return stages or infos
+    return _stages(_meta_features_model(model_name, **kwargs))
+
+
+def _channels_last(model: nn.Module) -> bool:
+    return str(getattr(model, 'output_fmt', 'NCHW')).endswith('NHWC')
+
+
+def _output_sides(model: nn.Module, in_chans: int, side: int) -> list[int] | None:
+    """Heights of the feature maps for a ``side`` x ``side`` input, or None if the model fails there."""
+    try:
+        features = model(torch.empty(1, in_chans, side, side, device='meta'))
+    except (RuntimeError, AssertionError, ValueError, NotImplementedError):
+        return None
+    return [f.shape[1] if _channels_last(model) else f.shape[2] for f in features]
+
+
+def _halo_multiple(model: nn.Module, in_chans: int, max_stride: int) -> int:
+    """Input multiple that timm's halo attention needs: lcm of block size x input stride per layer."""
+    halos = [m for m in model.modules() if isinstance(m, HaloAttn)]
+    if not halos:
+        return 1
+    size = max_stride * math.lcm(*(m.block_size for m in halos))
+    input_side: dict[nn.Module, int] = {}
+    hooks = [m.register_forward_pre_hook(lambda mod, args: input_side.__setitem__(mod, args[0].shape[-1]))
+             for m in halos]
+    try:
+        if _output_sides(model, in_chans, size) is None:  # e.g. a fixed-size model: assume the worst
+            return size
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return math.lcm(*(m.block_size * (size // input_side[m]) for m in halos))
+
+
+def _required_multiple(model: nn.Module, in_chans: int, multiple: int) -> int:
+    """``multiple`` (what the model needs to run), widened to the largest stride if its maps floor."""
+    strides = [info['reduction'] for info in model.feature_info.info]
+    max_stride = max(strides)
+    if multiple % max_stride == 0:
+        return multiple
+    # A side that is a multiple of `multiple` but not of the largest stride: do all maps come out at
+    # ceil(side / stride), as the padded upstream dense-prediction code has them?
+    odd_side = multiple * (2 * max_stride + 1)
+    sides = _output_sides(model, in_chans, odd_side)
+    if sides is not None:
+        exact = all(s == -(-odd_side // r) for s, r in zip(sides, strides))
+        return multiple if exact else math.lcm(multiple, max_stride)
+    # It fails there: pad to the largest stride if that makes it run, else padding does not help.
+    padded = math.lcm(multiple, max_stride)
+    return padded if _output_sides(model, in_chans, 2 * padded) is not None else multiple
+
+
+def required_input_multiple(model_name: str, in_chans: int = 3, **kwargs: Any) -> int:
+    """Smallest input multiple at which every stage map of ``model_name`` is ``ceil(side / stride)``.
+
+    1 for models that pad internally (DaViT, ResNets); the largest stride for models that patchify
+    without padding (FocalNet); block size x input stride of every halo attention layer (HaloNets).
+    Found with meta-device forwards, so nothing is allocated.
+    """
+    model = _meta_features_model(model_name, in_chans=in_chans, **kwargs)
+    max_stride = max(info['reduction'] for info in model.feature_info.info)
+    return _required_multiple(model, in_chans, _halo_multiple(model, in_chans, max_stride))
+
+
+def _grown_kernels(source: dict[str, torch.Size], target: dict[str, torch.Size]) -> list[str]:
+    """Keys where ``target`` differs from ``source`` only by larger, centred conv kernels, else []."""
+    if source.keys() != target.keys():
+        return []
+    grown = []
+    for key, shape in target.items():
+        old = source[key]
+        if old == shape:
+            continue
+        if not (len(shape) == 4 and shape[:2] == old[:2]
+                and all(new >= was and (new - was) % 2 == 0 for new, was in zip(shape[2:], old[2:]))):
+            return []
+        grown.append(key)
+    return grown
+
+
+def _zero_pad_kernel(weight: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Centre ``weight`` in a zero kernel of ``shape``: the same function for a 'same'-padded conv."""
+    pad_h, pad_w = (shape[2] - weight.shape[2]) // 2, (shape[3] - weight.shape[3]) // 2
+    return F.pad(weight, (pad_w, pad_w, pad_h, pad_h))
+
+
+def _shapes(model: nn.Module) -> dict[str, torch.Size]:
+    return {key: value.shape for key, value in model.state_dict().items()}
 
 
 def _resolve_indices(indices: Sequence[int], count: int, what: str) -> list[int]:
@@ -62,6 +181,18 @@ def _resolve_indices(indices: Sequence[int], count: int, what: str) -> list[int]
     return resolved
 
 
+def _build_out_norms(out_norm: str | dict | None, channels: list[int]) -> nn.ModuleList | None:
+    if out_norm is None:
+        return None
+    cfg = dict(type=out_norm) if isinstance(out_norm, str) else dict(out_norm)
+    name = cfg.pop('type', None)
+    try:
+        return nn.ModuleList(create_norm_layer(name, num_chs, **cfg) for num_chs in channels)
+    except (KeyError, AttributeError) as err:
+        raise ValueError(f"out_norm={out_norm!r}: give a timm norm layer name ('layernorm2d', 'batchnorm2d', "
+                         f"'groupnorm', ...), optionally as dict(type=name, **kwargs) (e.g. eps=1e-5)") from err
+
+
 @MODELS.register_module()
 class TimmBackbone(BaseModule):
     """A timm model's multi-scale features, with the usual OpenMMLab backbone options.
@@ -71,65 +202,125 @@ class TimmBackbone(BaseModule):
         out_indices: stages to return (stride >= 4 entries of ``feature_info``; negatives count
             from the end).
         frozen_stages: -1 trains everything; 0 freezes the stem; k freezes the stem and the first
-            k stages (parameters and, for BatchNorm, running statistics).
+            k stages (parameters and, for BatchNorm, running statistics). ``out_norm`` layers are
+            never frozen.
         norm_eval: keep BatchNorm layers in eval mode while training (fine-tuning with small batches).
         in_chans: input channels; pretrained first-layer weights are adapted by timm.
         drop_path_rate: stochastic depth rate, for models that have it.
         pretrained: ``False``, ``True`` (weights from the model's pretrained_cfg) or a local file.
+            If ``model_kwargs`` only widen conv kernels (FocalNet ``focal_windows``), the pretrained
+            kernels are zero-padded to the new size.
         model_kwargs: further keyword arguments of the timm model (e.g. ``n_win`` for BiFormer).
+        out_norm: a norm added to every output, as the upstream detection backbones of Swin,
+            DaViT and FocalNet do: a timm norm name (``'layernorm2d'``) or ``dict(type=name, **kwargs)``
+            (``dict(type='layernorm2d', eps=1e-5)`` is their ``nn.LayerNorm``). None adds nothing.
+        pad_to_multiple: zero-pad the input at the right/bottom to a multiple of this and crop every
+            output back to ``ceil(side / stride)``. ``'auto'`` (default) pads only as much as the model
+            needs (:func:`required_input_multiple`); an int must be a multiple of what halo attention
+            layers need; 1 never pads.
     """
 
     def __init__(self, model_name: str, out_indices: Sequence[int] = (0, 1, 2, 3),
                  frozen_stages: int = -1, norm_eval: bool = False, in_chans: int = 3,
                  drop_path_rate: float = 0.0, pretrained: bool | str = False,
-                 model_kwargs: dict[str, Any] | None = None, init_cfg: dict | None = None) -> None:
+                 model_kwargs: dict[str, Any] | None = None, out_norm: str | dict | None = None,
+                 pad_to_multiple: int | str = 'auto', init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
         model_kwargs = dict(model_kwargs or {})
         if drop_path_rate:
             model_kwargs['drop_path_rate'] = drop_path_rate
-        stages = stage_feature_info(model_name, in_chans=in_chans, **model_kwargs)
+        meta_model = _meta_features_model(model_name, in_chans=in_chans, **model_kwargs)
+        stages = _stages(meta_model)
         self.out_indices = _resolve_indices(out_indices, len(stages), 'out_indices')
         if not -1 <= frozen_stages <= len(stages):
             raise ValueError(f'frozen_stages must be in -1..{len(stages)} for {model_name}, got {frozen_stages}')
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.model_name = model_name
+        self.pad_to_multiple = self._resolve_pad_multiple(pad_to_multiple, meta_model, in_chans)
 
-        if isinstance(pretrained, str):
-            model_kwargs['pretrained_cfg_overlay'] = dict(file=pretrained)
-        self.model = timm.create_model(
-            model_name, pretrained=bool(pretrained), features_only=True, in_chans=in_chans,
-            out_indices=[stages[i]['feature_index'] for i in self.out_indices], **model_kwargs)
-        self.channels_last_output = str(getattr(self.model, 'output_fmt', 'NCHW')).endswith('NHWC')
+        feature_indices = [stages[i]['feature_index'] for i in self.out_indices]
+        self.model = self._create_model(model_name, pretrained, model_kwargs, meta_model, in_chans,
+                                        feature_indices)
+        self.channels_last_output = _channels_last(self.model)
         self.out_channels = [stages[i]['num_chs'] for i in self.out_indices]
         self.out_strides = [stages[i]['reduction'] for i in self.out_indices]
+        self.out_norms = _build_out_norms(out_norm, self.out_channels)
         self._stage_modules = [stages[i]['module'] for i in range(len(stages))]
         self._freeze_stages()
+
+    def _resolve_pad_multiple(self, pad_to_multiple: int | str, meta_model: nn.Module, in_chans: int) -> int:
+        max_stride = max(info['reduction'] for info in meta_model.feature_info.info)
+        needed = _halo_multiple(meta_model, in_chans, max_stride)
+        if pad_to_multiple == 'auto':
+            return _required_multiple(meta_model, in_chans, needed)
+        if not isinstance(pad_to_multiple, int) or isinstance(pad_to_multiple, bool) or pad_to_multiple < 1:
+            raise ValueError(f"pad_to_multiple must be 'auto' or an int >= 1, got {pad_to_multiple!r}")
+        if pad_to_multiple % needed:
+            raise ValueError(f'{self.model_name}: pad_to_multiple={pad_to_multiple} leaves maps its halo attention '
+                             f'cannot block; inputs must be multiples of {needed} (block size x stride of each '
+                             f"halo layer): use pad_to_multiple='auto' or a multiple of {needed}")
+        return pad_to_multiple
+
+    @staticmethod
+    def _create_model(model_name: str, pretrained: bool | str, model_kwargs: dict[str, Any],
+                      meta_model: nn.Module, in_chans: int, feature_indices: list[int]) -> nn.Module:
+        build = dict(features_only=True, in_chans=in_chans, out_indices=feature_indices)
+        if isinstance(pretrained, str):
+            build['pretrained_cfg_overlay'] = dict(file=pretrained)
+        grown = []
+        if pretrained and model_kwargs:
+            as_published = _meta_features_model(model_name, in_chans=in_chans)
+            grown = _grown_kernels(_shapes(as_published), _shapes(meta_model))
+        if not grown:
+            return timm.create_model(model_name, pretrained=bool(pretrained), **build, **model_kwargs)
+        # Load the weights into the architecture they were published for, then widen the kernels.
+        state = timm.create_model(model_name, pretrained=True, **build).state_dict()
+        model = timm.create_model(model_name, pretrained=False, **build, **model_kwargs)
+        target = _shapes(model)
+        for key in grown:
+            if key in state:
+                state[key] = _zero_pad_kernel(state[key], target[key])
+        model.load_state_dict(state)
+        return model
 
     def init_weights(self) -> None:
         """Weights come from timm (random init or ``pretrained``); only an explicit init_cfg re-inits."""
         if self.init_cfg:
             super().init_weights()
 
-    def _module_prefix(self, module_name: str) -> str:
-        """Parameter-name prefix of a ``feature_info`` module inside the features wrapper."""
+    def _module_prefix(self, module_name: str) -> str | None:
+        """Parameter-name prefix of a ``feature_info`` module inside the features wrapper.
+
+        None when the wrapper dropped it (it comes after the last requested output).
+        """
         modules = dict(self.model.named_modules())
         for candidate in (module_name, module_name.replace('.', '_'), f'model.{module_name}'):
             if candidate in modules:
                 return candidate + '.'
-        raise KeyError(f'{self.model_name}: feature module {module_name!r} not found in the features model')
+        return None
 
     def _frozen_parameter_names(self) -> list[str]:
-        """Parameters of the stem and the first ``frozen_stages`` stages, in registration order."""
+        """Parameters of the stem and the first ``frozen_stages`` stages, in registration order.
+
+        A stage ends with the last parameter of its ``feature_info`` module; a module without
+        parameters (ByobNet's ``Identity`` ``final_conv``) defers to the stage before it.
+        """
         if self.frozen_stages < 0:
             return []
         names = [name for name, _ in self.model.named_parameters()]
-        if self.frozen_stages < len(self._stage_modules):
-            first_trainable = self._module_prefix(self._stage_modules[self.frozen_stages])
-            end = next((i for i, n in enumerate(names) if n.startswith(first_trainable)), len(names))
-        else:
-            last_frozen = self._module_prefix(self._stage_modules[-1])
-            end = max(i for i, n in enumerate(names) if n.startswith(last_frozen)) + 1
+        if self.frozen_stages == len(self._stage_modules):
+            return names
+        for module in reversed(self._stage_modules[:self.frozen_stages]):
+            prefix = self._module_prefix(module)
+            owned = [i for i, name in enumerate(names) if prefix and name.startswith(prefix)]
+            if owned:
+                return names[:owned[-1] + 1]
+        first_stage = self._module_prefix(self._stage_modules[0])
+        if first_stage is None:
+            raise KeyError(f'{self.model_name}: feature module {self._stage_modules[0]!r} not found in the '
+                           'features model')
+        end = next((i for i, name in enumerate(names) if name.startswith(first_stage)), len(names))
         return names[:end]
 
     def _freeze_stages(self) -> None:
@@ -138,7 +329,7 @@ class TimmBackbone(BaseModule):
             if name in frozen:
                 param.requires_grad_(False)
         self._frozen_norms = [m for name, m in self.model.named_modules()
-                              if isinstance(m, _BatchNorm) and any(f'{name}.{p}' in frozen for p in ('weight',))]
+                              if isinstance(m, _BatchNorm) and f'{name}.weight' in frozen]
         for m in self._frozen_norms:
             m.eval()
 
@@ -154,7 +345,15 @@ class TimmBackbone(BaseModule):
         return self
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        height, width = x.shape[-2:]
+        pad_h, pad_w = -height % self.pad_to_multiple, -width % self.pad_to_multiple
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
         features = self.model(x)
         if self.channels_last_output:
             features = [f.permute(0, 3, 1, 2) for f in features]
+        if pad_h or pad_w:
+            features = [f[..., :-(-height // s), :-(-width // s)] for f, s in zip(features, self.out_strides)]
+        if self.out_norms is not None:
+            features = [norm(f) for norm, f in zip(self.out_norms, features)]
         return tuple(f.contiguous() for f in features)

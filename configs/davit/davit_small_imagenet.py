@@ -1,0 +1,3 @@
+# DaViT-S on ImageNet-1k (recipe: davit_tiny_imagenet.py). Reported 84.2% top-1 at 224px.
+_base_ = './davit_tiny_imagenet.py'
+model = dict(model_name='davit_small', drop_path_rate=0.2)

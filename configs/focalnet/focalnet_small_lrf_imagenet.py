@@ -1,0 +1,3 @@
+# FocalNet-S (LRF) on ImageNet-1k (recipe: focalnet_tiny_srf_imagenet.py). Reported 83.5% top-1.
+_base_ = './focalnet_tiny_srf_imagenet.py'
+model = dict(model_name='focalnet_small_lrf', drop_path_rate=0.3)

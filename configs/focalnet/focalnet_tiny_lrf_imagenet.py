@@ -1,0 +1,3 @@
+# FocalNet-T (LRF) on ImageNet-1k (recipe: focalnet_tiny_srf_imagenet.py). Reported 82.3% top-1.
+_base_ = './focalnet_tiny_srf_imagenet.py'
+model = dict(model_name='focalnet_tiny_lrf', drop_path_rate=0.2)
