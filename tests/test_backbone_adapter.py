@@ -83,12 +83,6 @@ def test_frozen_stages_when_the_last_feature_module_has_no_parameters():
     assert _trainable_top_modules('haloregnetz_b', 3) == {'stages_3', 'final_conv'}
 
 
-def test_frozen_batchnorm_stays_in_eval_mode():
-    backbone = TimmBackbone('resnet18', frozen_stages=1).train()
-    assert not backbone.model.bn1.training and not backbone.model.layer1[0].bn1.training
-    assert backbone.model.layer2[0].bn1.training
-
-
 def test_pretrained_kernels_are_zero_padded_when_model_kwargs_widen_them(tmp_path):
     """Wider depthwise kernels loaded from narrower pretrained ones compute the same function."""
     weights = tmp_path / 'convnext_atto.pth'

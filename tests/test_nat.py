@@ -52,11 +52,11 @@ def test_official_logits_pytorch_path(name):
 
 
 @pytest.mark.slow
-def test_official_logits_interpreted_triton_path():
-    """DiNAT's fixture has both plain and dilated layers at every map size of the NAT fixture; its one image
-    takes ~30 s of CPU on Triton's interpreter (the NAT fixture, checked the same way, takes ~25 s more)."""
+@pytest.mark.parametrize('name', FIXTURES)
+def test_official_logits_interpreted_triton_path(name):
+    """One image of each fixture through the Triton kernels on Triton's CPU interpreter (~30 s each)."""
     pytest.importorskip('triton')
-    model, fx = fixture_model('dinat_small_dims')
+    model, fx = fixture_model(name)
     with torch.no_grad(), visionattn.use_backend('triton'):  # TRITON_INTERPRET=1 (conftest): CPU interpreter
         logits = model(fx['input'][:1])  # one image keeps the interpreter's run short; eval mode: rows are independent
     assert rel_err(logits, fx['logits'][:1]) < 1e-4
@@ -122,8 +122,9 @@ def test_forward_intermediates_agree_with_forward():
         torch.testing.assert_close(final, model.forward_features(x))
         torch.testing.assert_close(model.forward_head(final), model(x))
         torch.testing.assert_close(intermediates[-1].permute(0, 2, 3, 1), model.stages(model.patch_embed(x)))
-        last = model.forward_intermediates(x, indices=[1], stop_early=True, output_fmt='NHWC', intermediates_only=True)
+        reached, last = model.forward_intermediates(x, indices=[1], stop_early=True, output_fmt='NHWC')
         torch.testing.assert_close(last[0], intermediates[1].permute(0, 2, 3, 1))
+        torch.testing.assert_close(reached, last[0])  # stopped at stage 1: no final norm (sized for stage 3)
         normed = model.forward_intermediates(x, indices=1, norm=True, intermediates_only=True)
         torch.testing.assert_close(normed[0], final.permute(0, 3, 1, 2))
 
@@ -310,3 +311,14 @@ def test_dinat_segmentation_config_trains_on_the_demo_data(tmp_path):
     state = torch.load(tmp_path / 'work/iter_2.pth', map_location='cpu', weights_only=False)['state_dict']
     torch.testing.assert_close(state['backbone.model.model.stages.1.blocks.1.attn.rpb'],
                                fx['state_dict']['levels.1.blocks.1.attn.rpb'], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize('side', [20, 10])  # 10 < kernel x dilation = 14: the padded 14x14 map is what runs
+def test_flop_counter_counts_neighbourhood_attention(side):
+    from torch.utils.flop_counter import FlopCounterMode
+    attn = visionattn.layers.NeighborhoodAttention2D(32, 2, 7, dilation=2)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        attn(torch.randn(1, side, side, 32))
+    padded = max(side, 14) ** 2
+    assert counter.get_total_flops() == 2 * padded * 32 * 96 + 4 * padded * 49 * 32 + 2 * side ** 2 * 32 * 32

@@ -294,3 +294,16 @@ def test_autocast_runs_in_the_autocast_dtype():
     out.float().sum().backward()
     assert q.grad.dtype == torch.float32
     torch.testing.assert_close(out.float(), bra_attention_reference(q, k, v, index, 2), atol=3e-2, rtol=3e-2)
+
+
+def test_flop_counter_counts_routed_attention_forward_and_backward():
+    from torch.utils.flop_counter import FlopCounterMode
+    b, h, w, heads, d, dv, grid, topk = 2, 8, 8, 2, 8, 16, 4, 3
+    q = torch.randn(b, h, w, heads, d, requires_grad=True)
+    k, v = torch.randn(b, h, w, heads, d), torch.randn(b, h, w, heads, dv)
+    index = bra_routing(q.detach(), k, grid, topk)
+    routed_keys = topk * (h // grid) * (w // grid)
+    forward = 2 * b * heads * h * w * routed_keys * (d + dv)
+    with FlopCounterMode(display=False) as counter:
+        bra_attention(q, k, v, index, grid, backend='torch').sum().backward()
+    assert counter.get_total_flops() == forward + 5 * forward // 2

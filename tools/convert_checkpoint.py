@@ -4,13 +4,16 @@ The architecture comes either from a timm entry point of the project (``--model`
 ``--model-kwargs``) or from the keyword arguments of the upstream constructor (``--upstream-kwargs``,
 for checkpoints of upstream configurations trained by users). Every tensor of the checkpoint must
 land in the model and every tensor of the model must come from the checkpoint; otherwise the tool
-stops and names the keys. The output loads with timm's own mechanism::
+stops and names the keys. Examples::
 
     python tools/convert_checkpoint.py --family nat --model nat_tiny nat_tiny.pth nat_tiny.safetensors
     python tools/convert_checkpoint.py --family dinat --upstream-kwargs '{"embed_dim": 64, "mlp_ratio": 3,
         "depths": [3, 4, 18, 5], "num_heads": [2, 4, 8, 16], "dilations": [...]}' mine.pth mine.safetensors
     python tools/convert_checkpoint.py --family nat --upstream-kwargs '{..., "out_indices": [0, 1, 2, 3]}' \\
         mask_rcnn_nat_tiny.pth nat_tiny_coco_backbone.safetensors   # an mmdet/mmseg model: its backbone
+
+The output loads with timm's own mechanism (a dense-prediction backbone with ``features_only=True,
+stage_norms=True``, or as ``pretrained=<file>`` of ``visionattn.TimmBackbone``)::
 
     model = timm.create_model('nat_tiny', pretrained=True, pretrained_cfg_overlay=dict(file='nat_tiny.safetensors'))
 

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = 'configs/demo/upernet_resnet18_ade20k_demo.py'
+DEFAULT_CONFIG = 'configs/demo/biformer_tiny_ade20k_demo.py'
 
 
 def majority_class_miou(annotation_dir: Path) -> float:

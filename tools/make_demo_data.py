@@ -1,8 +1,11 @@
-"""Make small, deterministic synthetic stand-ins of ADE20K, COCO and ImageNet in their real layouts.
+"""Make small, deterministic synthetic stand-ins of public datasets in their real layouts.
 
-    python tools/make_demo_data.py [--out data/demo] [--tasks ade20k coco imagenet] [--seed 0]
+    python tools/make_demo_data.py [--out data/demo] [--tasks ade20k coco imagenet ...] [--seed 0]
 
-Writes ``<out>/ade/ADEChallengeData2016``, ``<out>/coco`` and ``<out>/imagenet`` laid out exactly as
+Writes ``<out>/ade/ADEChallengeData2016``, ``<out>/coco`` and ``<out>/imagenet``, and for the medical and
+remote-sensing recipes ``<out>/Kvasir-SEG``, ``<out>/ISIC2018`` (Task 1 and Task 3 / HAM10000),
+``<out>/LoveDA``, ``<out>/potsdam`` (mmseg's converted layout), ``<out>/DIOR``, ``<out>/EuroSAT``,
+``<out>/EuroSATallBands`` (13-band uint16 GeoTIFF) and ``<out>/NWPU-RESISC45``, laid out exactly as
 the real datasets (so the standard configs run on them with ``--data-root``). Objects are drawn with
 class-specific colour, shape and texture plus noise, so a short schedule beats chance clearly; the
 same seed gives the same bytes. A folder that exists and was not made by this tool is never touched.
@@ -220,9 +223,334 @@ def make_imagenet(out: Path, rng: np.random.Generator, size: int, num_train: int
     return root
 
 
-MAKERS = {'ade20k': make_ade20k, 'coco': make_coco, 'imagenet': make_imagenet}
-# (image size, train count, val count); ImageNet counts are per class for train, per class for val.
-DEFAULT_SIZES = {'ade20k': (128, 200, 40), 'coco': (128, 120, 30), 'imagenet': (64, 40, 10)}
+# --- Medical and remote-sensing layouts ------------------------------------------------------------
+# Segmentation makers write num_train / num_val images per split (Kvasir-SEG, published as one folder:
+# num_train + 2 * num_val in all, cut by the config's split fractions). Class-folder makers write
+# num_train + 2 * num_val images per class, which the configs' split fractions cut into train/val/test.
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def _blob(rng: np.random.Generator, size: tuple[int, int], radius: float, wobble: float = 0.25,
+          n: int = 24) -> list[tuple[float, float]]:
+    """An irregular closed outline (lesion, polyp) inside an image of (height, width) ``size``."""
+    h, w = size
+    cx, cy = rng.uniform(radius + 2, w - radius - 2), rng.uniform(radius + 2, h - radius - 2)
+    radii = radius * (1 + wobble * np.convolve(rng.uniform(-1, 1, n + 4), np.ones(5) / 5, 'valid'))
+    return [(cx + r * math.cos(2 * math.pi * i / n), cy + r * math.sin(2 * math.pi * i / n)) for i, r in enumerate(radii)]
+
+
+def _mask_of(size: tuple[int, int], polygon: list[tuple[float, float]]) -> np.ndarray:
+    canvas = Image.new('L', (size[1], size[0]), 0)
+    ImageDraw.Draw(canvas).polygon(polygon, fill=1)
+    return np.array(canvas, bool)
+
+
+def _canvas(rng: np.random.Generator, size: tuple[int, int], colour: tuple[int, int, int], texture: str) -> np.ndarray:
+    """A (height, width, 3) textured layer (``_textured`` is square)."""
+    return _textured(rng, max(size), colour, texture)[:size[0], :size[1]]
+
+
+def _binary_sample(rng: np.random.Generator, size: tuple[int, int], background: tuple, fg: tuple, fg_texture: str,
+                   radius: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    image = _canvas(rng, size, background, 'smooth')
+    mask = _mask_of(size, _blob(rng, size, rng.uniform(*radius) * min(size)))
+    image[mask] = _canvas(rng, size, fg, fg_texture)[mask]
+    return image, mask
+
+
+def make_kvasir_seg(out: Path, rng: np.random.Generator, size: int, num_train: int, num_val: int) -> Path:
+    """``Kvasir-SEG/{images,masks}/<id>.jpg``: one folder, varied sizes, masks as 0/255 RGB JPEGs."""
+    root = out / 'Kvasir-SEG'
+    _prepare(root)
+    for i in range(num_train + 2 * num_val):
+        shape = (size, size * 5 // 4) if i % 2 else (size * 5 // 4, size)
+        image, mask = _binary_sample(rng, shape, (205, 120, 95), (150, 40, 50), 'speckle', (0.15, 0.3))
+        name = f'cju{i:05d}demo{int(rng.integers(10 ** 6)):06d}'
+        _save_jpeg(image, root / 'images' / f'{name}.jpg')
+        _save_jpeg(np.repeat(mask[..., None] * 255, 3, axis=2), root / 'masks' / f'{name}.jpg')
+    return root
+
+
+_ISIC_SPLITS = (('Training', 'num_train'), ('Validation', 'num_val'), ('Test', 'num_val'))
+
+
+def make_isic2018_task1(out: Path, rng: np.random.Generator, size: int, num_train: int, num_val: int) -> Path:
+    """ISIC 2018 Task 1: ``ISIC2018_Task1-2_<Split>_Input/ISIC_<id>.jpg``, ``..._segmentation.png`` (0/255)."""
+    root = out / 'ISIC2018'
+    _prepare(root)
+    counts = dict(num_train=num_train, num_val=num_val)
+    image_id = 0
+    for split, count in _ISIC_SPLITS:
+        for _ in range(counts[count]):
+            shape = (size * 3 // 4, size)
+            image, mask = _binary_sample(rng, shape, (225, 180, 155), (105, 60, 40), 'speckle', (0.18, 0.3))
+            _save_jpeg(image, root / f'ISIC2018_Task1-2_{split}_Input' / f'ISIC_{image_id:07d}.jpg')
+            _save_png((mask * 255).astype(np.uint8),
+                      root / f'ISIC2018_Task1_{split}_GroundTruth' / f'ISIC_{image_id:07d}_segmentation.png')
+            image_id += 1
+    return root
+
+
+# ISIC 2018 Task 3 classes (CSV column order) and a look per class: lesion colour and texture.
+ISIC_TASK3_CLASSES = ('MEL', 'NV', 'BCC', 'AKIEC', 'BKL', 'DF', 'VASC')
+_ISIC_TASK3_LOOKS = (((40, 25, 30), 'speckle'), ((120, 75, 50), 'smooth'), ((215, 140, 150), 'stripes'),
+                     ((190, 95, 70), 'diagonal'), ((150, 120, 70), 'gradient'), ((95, 70, 90), 'stripes'),
+                     ((170, 30, 60), 'smooth'))
+
+
+def make_isic2018_task3(out: Path, rng: np.random.Generator, size: int, num_train: int, num_val: int) -> Path:
+    """ISIC 2018 Task 3 (HAM10000): ``ISIC2018_Task3_<Split>_Input/*.jpg`` + one-hot ground-truth CSVs.
+
+    ``num_train`` / ``num_val`` images per class and split, twice as many NV (the majority class).
+    """
+    root = out / 'ISIC2018'
+    _prepare(root)
+    counts = dict(num_train=num_train, num_val=num_val)
+    image_id = 24306  # HAM10000's first id
+    for split, count in _ISIC_SPLITS:
+        rows = []
+        for label, name in enumerate(ISIC_TASK3_CLASSES):
+            colour, texture = _ISIC_TASK3_LOOKS[label]
+            for _ in range(counts[count] * (2 if name == 'NV' else 1)):
+                image, _ = _binary_sample(rng, (size, size), (225, 180, 155), colour, texture, (0.25, 0.35))
+                _save_jpeg(image, root / f'ISIC2018_Task3_{split}_Input' / f'ISIC_{image_id:07d}.jpg')
+                rows.append(f'ISIC_{image_id:07d},' + ','.join('1.0' if c == name else '0.0' for c in ISIC_TASK3_CLASSES))
+                image_id += 1
+        csv_dir = root / f'ISIC2018_Task3_{split}_GroundTruth'
+        csv_dir.mkdir(parents=True, exist_ok=True)
+        (csv_dir / f'ISIC2018_Task3_{split}_GroundTruth.csv').write_text(
+            'image,' + ','.join(ISIC_TASK3_CLASSES) + '\n' + '\n'.join(rows) + '\n')
+    return root
+
+
+def _land_cover_sample(rng: np.random.Generator, size: int, looks: dict, background: int,
+                       layout: list[tuple[int, str]]) -> tuple[np.ndarray, np.ndarray]:
+    """An overhead scene: ``layout`` lists (class, shape) drawn over the background class."""
+    colour, texture = looks[background]
+    image = _textured(rng, size, colour, texture)
+    label = np.full((size, size), background, np.uint8)
+    for cls, shape in layout:
+        colour, texture = looks[cls]
+        if shape == 'road':
+            width = rng.uniform(0.06, 0.1) * size
+            if rng.random() < 0.5:
+                y = rng.uniform(width, size - width)
+                polygon = _rectangle(size / 2, y, size / 2 + 1, width / 2)
+            else:
+                x = rng.uniform(width, size - width)
+                polygon = _rectangle(x, size / 2, width / 2, size / 2 + 1)
+        elif shape == 'box':
+            rx, ry = rng.uniform(0.06, 0.16, 2) * size
+            polygon = _rectangle(rng.uniform(rx, size - rx), rng.uniform(ry, size - ry), rx, ry)
+        else:  # 'blob'
+            polygon = _blob(rng, (size, size), rng.uniform(0.12, 0.25) * size)
+        mask = _polygon_mask(size, polygon)
+        image[mask] = _textured(rng, size, colour, texture)[mask]
+        label[mask] = cls
+    return image, label
+
+
+# LoveDA mask values: 0 no-data, 1 background, 2 building, 3 road, 4 water, 5 barren, 6 forest, 7 agriculture.
+_LOVEDA_LOOKS = {1: ((150, 150, 140), 'smooth'), 2: ((200, 90, 80), 'diagonal'), 3: ((90, 90, 95), 'stripes'),
+                 4: ((40, 70, 150), 'gradient'), 5: ((190, 170, 120), 'speckle'), 6: ((30, 100, 40), 'speckle'),
+                 7: ((150, 190, 70), 'stripes')}
+
+
+def make_loveda(out: Path, rng: np.random.Generator, size: int, num_train: int, num_val: int) -> Path:
+    """LoveDA as unzipped: ``<Train|Val>/<Urban|Rural>/{images_png,masks_png}/<id>.png`` (ids unique)."""
+    root = out / 'LoveDA'
+    _prepare(root)
+    image_id = 0
+    for split, count in (('Train', num_train), ('Val', num_val)):
+        for i in range(count):
+            domain = ('Urban', 'Rural')[i % 2]
+            if domain == 'Urban':
+                layout = [(3, 'road')] + [(2, 'box') for _ in range(rng.integers(2, 5))] + [(4, 'blob')] * int(rng.random() < 0.3)
+                background = 1
+            else:
+                layout = [(6, 'blob'), (4, 'blob'), (5, 'box')][:int(rng.integers(1, 4))] + [(2, 'box')]
+                background = 7
+            image, label = _land_cover_sample(rng, size, _LOVEDA_LOOKS, background, layout)
+            label[:, :int(rng.integers(0, 4))] = 0  # a no-data strip at the tile edge
+            _save_png(image.astype(np.uint8), root / split / domain / 'images_png' / f'{image_id}.png')
+            _save_png(label, root / split / domain / 'masks_png' / f'{image_id}.png')
+            image_id += 1
+    return root
+
+
+# Potsdam after mmseg's converter: 0 boundary (ignored), 1 impervious surface, 2 building,
+# 3 low vegetation, 4 tree, 5 car, 6 clutter.
+_POTSDAM_LOOKS = {1: ((170, 170, 165), 'smooth'), 2: ((120, 60, 50), 'diagonal'), 3: ((120, 170, 90), 'speckle'),
+                  4: ((30, 90, 30), 'speckle'), 5: ((30, 60, 200), 'smooth'), 6: ((200, 60, 160), 'stripes')}
+
+
+def make_potsdam(out: Path, rng: np.random.Generator, size: int, num_train: int, num_val: int) -> Path:
+    """mmseg's converted ISPRS Potsdam: ``{img_dir,ann_dir}/{train,val}/<i>_<j>_<x0>_<y0>_<x1>_<y1>.png``."""
+    root = out / 'potsdam'
+    _prepare(root)
+    for split, count, tiles in (('train', num_train, ('2_10', '3_11')), ('val', num_val, ('5_15', '6_13'))):
+        for i in range(count):
+            layout = [(2, 'box'), (4, 'blob'), (3, 'blob'), (5, 'box'), (5, 'box'), (6, 'box')]
+            image, label = _land_cover_sample(rng, size, _POTSDAM_LOOKS, 1, layout[:int(rng.integers(3, 7))])
+            edge = (label != np.roll(label, 1, 0)) | (label != np.roll(label, 1, 1))
+            label[edge] = 0  # the noBoundary labels leave object borders unlabelled
+            x0, y0 = (i % 4) * size // 2, (i // 4) * size // 2
+            name = f'{tiles[i % 2]}_{x0}_{y0}_{x0 + size}_{y0 + size}.png'
+            _save_png(image.astype(np.uint8), root / 'img_dir' / split / name)
+            _save_png(label, root / 'ann_dir' / split / name)
+    return root
+
+
+# DIOR objects the stand-in draws, spelled as in DIOR's horizontal-box XML files.
+_DIOR_OBJECTS = {'airplane': ((235, 235, 235), 'smooth', (0.07, 0.07)), 'ship': ((60, 60, 70), 'stripes', (0.1, 0.04)),
+                 'storagetank': ((210, 210, 190), 'gradient', (0.06, 0.06)),
+                 'Expressway-Service-area': ((120, 110, 100), 'diagonal', (0.18, 0.13))}
+
+
+def _voc_xml(file_name: str, size: int, objects: list[tuple[str, list[int]]]) -> str:
+    parts = [f'<annotation>\n  <filename>{file_name}</filename>\n  <source>\n    <database>DIOR</database>\n  '
+             f'</source>\n  <size>\n    <width>{size}</width>\n    <height>{size}</height>\n    <depth>3</depth>\n  '
+             '</size>\n  <segmented>0</segmented>']
+    for name, (x0, y0, x1, y1) in objects:
+        parts.append(f'  <object>\n    <name>{name}</name>\n    <pose>Unspecified</pose>\n    <bndbox>\n      '
+                     f'<xmin>{x0}</xmin>\n      <ymin>{y0}</ymin>\n      <xmax>{x1}</xmax>\n      <ymax>{y1}</ymax>\n'
+                     '    </bndbox>\n  </object>')
+    return '\n'.join(parts) + '\n</annotation>\n'
+
+
+def make_dior(out: Path, rng: np.random.Generator, size: int, num_train: int, num_val: int) -> Path:
+    """DIOR: ``JPEGImages-{trainval,test}/<id>.jpg``, ``Annotations/Horizontal Bounding Boxes/<id>.xml``,
+    ``ImageSets/Main/{train,val,test}.txt`` (test ids follow the trainval ids, as in DIOR)."""
+    root = out / 'DIOR'
+    _prepare(root)
+    ann_dir = root / 'Annotations' / 'Horizontal Bounding Boxes'
+    ann_dir.mkdir(parents=True, exist_ok=True)
+    (root / 'ImageSets' / 'Main').mkdir(parents=True, exist_ok=True)
+    image_id = 1
+    for split, count, folder in (('train', num_train, 'JPEGImages-trainval'), ('val', num_val, 'JPEGImages-trainval'),
+                                 ('test', num_val, 'JPEGImages-test')):
+        ids = []
+        for _ in range(count):
+            image = _textured(rng, size, (110, 120, 100), 'smooth')
+            occupied = np.zeros((size, size), bool)
+            objects = []
+            for _ in range(int(rng.integers(2, 6))):
+                name = str(rng.choice(list(_DIOR_OBJECTS)))
+                colour, texture, (ax, ay) = _DIOR_OBJECTS[name]
+                rx, ry = ax * size, ay * size
+                cx, cy = rng.uniform(rx + 2, size - rx - 2), rng.uniform(ry + 2, size - ry - 2)
+                shape = _ellipse if name in ('storagetank', 'airplane') else _rectangle
+                mask = _polygon_mask(size, shape(cx, cy, rx, ry))
+                if (mask & occupied).any():
+                    continue
+                occupied |= mask
+                image[mask] = _textured(rng, size, colour, texture)[mask]
+                ys, xs = np.nonzero(mask)
+                objects.append((name, [int(xs.min()) + 1, int(ys.min()) + 1, int(xs.max()) + 1, int(ys.max()) + 1]))
+            stem = f'{image_id:05d}'
+            _save_jpeg(image, root / folder / f'{stem}.jpg')
+            (ann_dir / f'{stem}.xml').write_text(_voc_xml(f'{stem}.jpg', size, objects))
+            ids.append(stem)
+            image_id += 1
+        (root / 'ImageSets' / 'Main' / f'{split}.txt').write_text('\n'.join(ids) + '\n')
+    return root
+
+
+EUROSAT_CLASSES = ('AnnualCrop', 'Forest', 'HerbaceousVegetation', 'Highway', 'Industrial', 'Pasture',
+                   'PermanentCrop', 'Residential', 'River', 'SeaLake')
+_EUROSAT_LOOKS = (((150, 140, 90), 'stripes'), ((30, 80, 40), 'speckle'), ((110, 140, 70), 'speckle'),
+                  ((120, 120, 120), 'diagonal'), ((170, 150, 150), 'diagonal'), ((100, 160, 80), 'smooth'),
+                  ((120, 110, 60), 'stripes'), ((180, 130, 120), 'speckle'), ((50, 70, 110), 'gradient'),
+                  ((30, 50, 110), 'smooth'))
+
+
+def make_eurosat(out: Path, rng: np.random.Generator, size: int, num_train: int, num_val: int) -> Path:
+    """EuroSAT RGB as unzipped: ``2750/<Class>/<Class>_<n>.jpg`` (64x64 in the real data)."""
+    root = out / 'EuroSAT'
+    _prepare(root)
+    for (colour, texture), name in zip(_EUROSAT_LOOKS, EUROSAT_CLASSES):
+        for n in range(1, num_train + 2 * num_val + 1):
+            _save_jpeg(_textured(rng, size, colour, texture), root / '2750' / name / f'{name}_{n}.jpg')
+    return root
+
+
+# Sentinel-2 L1C band means in EuroSAT's file order (B01-B08, B09, B10, B11, B12, B8A), and per class a
+# spectral signature: a multiplier for (visible, red edge + NIR, SWIR) bands.
+_S2_MEANS = (1354, 1118, 1043, 948, 1199, 2000, 2369, 2297, 732, 12, 1819, 1119, 2594)
+_S2_GROUP = (0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 2, 2, 1)
+_EUROSAT_SIGNATURES = ((1.2, 0.9, 1.3), (0.6, 1.3, 0.6), (0.9, 1.2, 0.9), (1.4, 0.8, 1.3), (1.6, 0.9, 1.5),
+                       (0.8, 1.4, 0.8), (1.0, 1.1, 1.1), (1.4, 1.0, 1.2), (0.7, 0.5, 0.5), (0.5, 0.2, 0.2))
+
+
+def _geotiff_tags(rng: np.random.Generator) -> list[tuple]:
+    """GeoTIFF tags of a 10 m UTM 32N raster (as EuroSAT's), so readers see a real GeoTIFF."""
+    x0, y0 = float(rng.integers(300000, 700000)), float(rng.integers(5000000, 6000000))
+    keys = (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32632)
+    return [(33550, 'd', 3, (10.0, 10.0, 0.0), False), (33922, 'd', 6, (0.0, 0.0, 0.0, x0, y0, 0.0), False),
+            (34735, 'H', len(keys), keys, False)]
+
+
+def make_eurosat_ms(out: Path, rng: np.random.Generator, size: int, num_train: int, num_val: int) -> Path:
+    """EuroSAT multispectral: 13-band uint16 GeoTIFFs in
+    ``ds/images/remote_sensing/otherDatasets/sentinel_2/tif/<Class>/<Class>_<n>.tif``."""
+    import tifffile
+    root = out / 'EuroSATallBands'
+    _prepare(root)
+    folder = root / 'ds/images/remote_sensing/otherDatasets/sentinel_2/tif'
+    means = np.array(_S2_MEANS, np.float32)
+    for signature, name in zip(_EUROSAT_SIGNATURES, EUROSAT_CLASSES):
+        gain = np.array([signature[g] for g in _S2_GROUP], np.float32)
+        for n in range(1, num_train + 2 * num_val + 1):
+            texture = _textured(rng, size, (128, 128, 128), 'speckle')[..., 0] / 128.0  # ~1 +- texture
+            bands = means[:, None, None] * gain[:, None, None] * texture[None] * rng.uniform(0.9, 1.1)
+            bands += rng.normal(0, 20, bands.shape)
+            path = folder / name / f'{name}_{n}.tif'
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tifffile.imwrite(path, np.clip(bands, 0, 65535).astype(np.uint16), photometric='minisblack',
+                             planarconfig='separate', metadata=None, extratags=_geotiff_tags(rng))
+    return root
+
+
+NWPU_RESISC45_CLASSES = (
+    'airplane', 'airport', 'baseball_diamond', 'basketball_court', 'beach', 'bridge', 'chaparral', 'church',
+    'circular_farmland', 'cloud', 'commercial_area', 'dense_residential', 'desert', 'forest', 'freeway', 'golf_course',
+    'ground_track_field', 'harbor', 'industrial_area', 'intersection', 'island', 'lake', 'meadow', 'medium_residential',
+    'mobile_home_park', 'mountain', 'overpass', 'palace', 'parking_lot', 'railway', 'railway_station',
+    'rectangular_farmland', 'river', 'roundabout', 'runway', 'sea_ice', 'ship', 'snowberg', 'sparse_residential',
+    'stadium', 'storage_tank', 'tennis_court', 'terrace', 'thermal_power_station', 'wetland')
+_TEXTURES = ('smooth', 'stripes', 'diagonal', 'speckle', 'gradient')
+
+
+def make_nwpu_resisc45(out: Path, rng: np.random.Generator, size: int, num_train: int, num_val: int) -> Path:
+    """NWPU-RESISC45 as unzipped: ``NWPU-RESISC45/<class>/<class>_<nnn>.jpg`` (256x256 in the real data)."""
+    root = out / 'NWPU-RESISC45'
+    _prepare(root)
+    for label, name in enumerate(NWPU_RESISC45_CLASSES):
+        hue = 2 * math.pi * label / len(NWPU_RESISC45_CLASSES)
+        colour = tuple(int(128 + 90 * math.cos(hue + k * 2 * math.pi / 3)) for k in range(3))
+        for n in range(1, num_train + 2 * num_val + 1):
+            _save_jpeg(_textured(rng, size, colour, _TEXTURES[label % len(_TEXTURES)]),
+                       root / name / f'{name}_{n:03d}.jpg')
+    return root
+
+
+MAKERS = {'ade20k': make_ade20k, 'coco': make_coco, 'imagenet': make_imagenet,
+          'kvasir_seg': make_kvasir_seg, 'isic2018_task1': make_isic2018_task1, 'isic2018_task3': make_isic2018_task3,
+          'loveda': make_loveda, 'potsdam': make_potsdam, 'dior': make_dior, 'eurosat': make_eurosat,
+          'eurosat_ms': make_eurosat_ms, 'nwpu_resisc45': make_nwpu_resisc45}
+# Each task's random stream: fixed numbers, so adding a task never changes another task's bytes.
+TASK_STREAMS = {'ade20k': 0, 'coco': 1, 'imagenet': 2, 'kvasir_seg': 3, 'isic2018_task1': 4, 'isic2018_task3': 5,
+                'loveda': 6, 'potsdam': 7, 'dior': 8, 'eurosat': 9, 'eurosat_ms': 10, 'nwpu_resisc45': 11}
+# (image size, train count, val count); ImageNet counts are per class for train, per class for val; the
+# class-folder makers (eurosat, eurosat_ms, nwpu_resisc45) write train + 2 * val images per class.
+DEFAULT_SIZES = {'ade20k': (128, 200, 40), 'coco': (128, 120, 30), 'imagenet': (64, 40, 10),
+                 'kvasir_seg': (96, 40, 5), 'isic2018_task1': (96, 30, 6), 'isic2018_task3': (64, 8, 2),
+                 'loveda': (96, 30, 6), 'potsdam': (96, 30, 6), 'dior': (128, 30, 6), 'eurosat': (64, 6, 2),
+                 'eurosat_ms': (64, 6, 2), 'nwpu_resisc45': (64, 2, 4)}
 
 
 def main() -> None:
@@ -235,7 +563,7 @@ def main() -> None:
     args = parser.parse_args()
     for task in args.tasks:
         size, num_train, num_val = DEFAULT_SIZES[task]
-        rng = np.random.default_rng([args.seed, sorted(MAKERS).index(task)])
+        rng = np.random.default_rng([args.seed, TASK_STREAMS[task]])
         root = MAKERS[task](args.out, rng, size, args.num_train or num_train, args.num_val or num_val)
         print(f'{task}: {root}')
 

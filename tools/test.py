@@ -32,14 +32,15 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    from visionattn.mm.cli import build_runner, check_data_roots, check_neck_channels, enable_prediction_pictures, \
-        load_config
+    from visionattn.mm.cli import build_runner, check_band_counts, check_data_roots, check_neck_channels, \
+        enable_prediction_pictures, load_config
 
     if not os.path.isfile(args.checkpoint):
         sys.exit(f'checkpoint {args.checkpoint} does not exist')
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.data_root)
     check_data_roots(cfg, ('test_dataloader',))
     check_neck_channels(cfg)
+    check_band_counts(cfg)
     cfg.launcher = args.launcher
     cfg.load_from = args.checkpoint
     pictures = enable_prediction_pictures(cfg, os.path.abspath(args.show_dir)) if args.show_dir else None

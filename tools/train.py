@@ -40,11 +40,13 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    from visionattn.mm.cli import build_runner, check_data_roots, check_neck_channels, load_config
+    from visionattn.mm.cli import build_runner, check_band_counts, check_data_roots, check_neck_channels, \
+        load_config
 
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.data_root)
     check_data_roots(cfg, ('train_dataloader', 'val_dataloader'))
     check_neck_channels(cfg)
+    check_band_counts(cfg)
     cfg.launcher = args.launcher
 
     if args.amp:

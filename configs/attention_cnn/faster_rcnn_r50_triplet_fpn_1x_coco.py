@@ -7,7 +7,7 @@
 #   python tools/convert_attention_resnet.py DOWNLOADED_CHECKPOINT checkpoints/resnet50_triplet_in1k_mm.pth \
 #       --model resnet50_triplet
 _base_ = [
-    '../_base_/models/mask_rcnn_timm_fpn.py', '../_base_/datasets/coco_instance.py',
+    '../_base_/models/mask_rcnn_timm_fpn.py', '../_base_/datasets/coco_detection.py',
     '../_base_/schedules/schedule_1x.py', '../_base_/default_runtime.py'
 ]
 model = dict(
@@ -28,22 +28,3 @@ model = dict(
         init_cfg=dict(type='Pretrained', checkpoint='checkpoints/resnet50_triplet_in1k_mm.pth')),
     roi_head=dict(mask_roi_extractor=None, mask_head=None))
 
-# Boxes only: no masks to load or evaluate.
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=(1333, 800), keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(1333, 800), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
-train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
-test_dataloader = val_dataloader
-val_evaluator = dict(metric='bbox')
-test_evaluator = val_evaluator

@@ -5,7 +5,7 @@
 # levels from its input. Upstream trained with AMP: add --amp on GPUs.
 # Reported: 45.9 box AP (47.3 in the README's re-run). Sigmoid focal loss runs on torchvision.
 _base_ = [
-    '../_base_/datasets/coco_instance.py', '../_base_/schedules/schedule_1x.py', '../_base_/default_runtime.py'
+    '../_base_/datasets/coco_detection.py', '../_base_/schedules/schedule_1x.py', '../_base_/default_runtime.py'
 ]
 model = dict(
     type='RetinaNet',
@@ -33,24 +33,5 @@ model = dict(
         debug=False),
     test_cfg=dict(nms_pre=1000, min_bbox_size=0, score_thr=0.05, nms=dict(type='nms', iou_threshold=0.5),
                   max_per_img=100))
-# boxes only: no masks loaded, box AP evaluated
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=(1333, 800), keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(1333, 800), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
-train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
-test_dataloader = val_dataloader
-val_evaluator = dict(metric='bbox')
-test_evaluator = val_evaluator
 optim_wrapper = dict(
     type='OptimWrapper', optimizer=dict(_delete_=True, type='AdamW', lr=1e-4, weight_decay=1e-4))

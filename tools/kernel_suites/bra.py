@@ -13,19 +13,17 @@ Implementations (all take the same channels-last q, k, v and the same routing):
 - ``sdpa``: dense ``scaled_dot_product_attention`` over all tokens (not the same result: the ceiling).
 On CPU the table compares the PyTorch path with the gather only: the Triton kernels would run
 interpreted, FlexAttention has no CPU backward, and dense SDPA is not the routed computation. There, peak
-memory is the tensor bytes alive at the peak (:func:`cpu_tensor_peak_mib`), the same quantity CUDA's
+memory is the tensor bytes alive at the peak (:func:`common.peak_mib`), the same quantity CUDA's
 allocator reports on GPUs.
 """
 from __future__ import annotations
 
-import gc
 import math
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch.autograd import DeviceType
 
 from visionattn.ops import bra_attention, bra_attention_reference, bra_routing
 
@@ -152,27 +150,6 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return {torch.float32: 'fp32', torch.float16: 'fp16', torch.bfloat16: 'bf16'}[dtype]
 
 
-def cpu_tensor_peak_mib(fn: Callable[[], object]) -> float:
-    """Peak of the CPU tensor memory ``fn()`` allocates on top of what exists before it, in MiB.
-
-    Counted from the profiler's allocation events, so it is the CPU twin of CUDA's
-    ``max_memory_allocated`` and does not depend on the allocator: the resident-set high-water mark
-    (``common.peak_mib`` on CPU) counts what glibc keeps after frees and the heap's fragmentation,
-    which here made a flat-memory operator look like it grew with topk.
-    """
-    from torch.profiler import ProfilerActivity, profile
-    gc.collect()
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted((e for e in prof.profiler.kineto_results.events()
-                     if e.name() == '[memory]' and e.device_type() == DeviceType.CPU), key=lambda e: e.start_ns())
-    live = peak = 0
-    for event in events:
-        live += event.nbytes()
-        peak = max(peak, live)
-    return peak / 2**20
-
-
 @dataclass
 class Case:
     """One row to measure: ``make()`` allocates the inputs and returns the call to time and peak."""
@@ -196,13 +173,9 @@ def measure(cases: list[Case], device: torch.device) -> list[Row]:
             case.row.ms = time_ms(case.make(), device, warmup=1, repeat=case.repeat)
             case.row.tflops = case.flops(case.row.ms) if case.flops else None
             fn = case.make()
-            if device.type == 'cuda':
-                case.row.peak_mib = peak_mib(fn, device)
-            else:
-                case.row.peak_mib = cpu_tensor_peak_mib(fn)
-                case.row.note = '; '.join(n for n in (case.row.note, 'peak: tensor bytes') if n)
+            case.row.peak_mib = peak_mib(fn, device)
         except Exception as error:  # noqa: BLE001 - reported in the table, not fatal
-            case.row.note = '; '.join(n for n in (case.row.note, _failure(error)) if n)
+            _add_note(case.row, _failure(error))
         if device.type == 'cuda':
             torch.cuda.empty_cache()
     return [case.row for case in cases]
@@ -240,14 +213,24 @@ def routing_case(p: Problem, device: torch.device, dtype: torch.dtype) -> Case:
                     note='region means + affinity + top-k'), make)
 
 
-def add_peak_ratios(rows: list[Row]) -> None:
-    """Note each topk-sweep peak relative to the same implementation's smallest topk."""
+def _add_note(row: Row, note: str) -> None:
+    row.note = '; '.join(n for n in (row.note, note) if n)
+
+
+def add_ratios(rows: list[Row]) -> None:
+    """Note each row's speed and peak against the gather's on the same problem, and each topk-sweep
+    peak against the same implementation's at the smallest topk."""
+    gather = {(r.problem, r.dtype, r.mode): r for r in rows if r.impl == 'gather'}
     first: dict[tuple[str, str], float] = {}
     for row in rows:
+        base = gather.get((row.problem, row.dtype, row.mode))
+        if base is not None and row.impl in IMPLS and row is not base and row.ms and base.ms:
+            _add_note(row, f'{base.ms / row.ms:.2f}x gather speed')
+            if row.peak_mib and base.peak_mib:
+                _add_note(row, f'{row.peak_mib / base.peak_mib:.2f}x gather peak')
         if row.problem.startswith('topk sweep') and row.peak_mib:
-            key = (row.impl, row.dtype)
-            first.setdefault(key, row.peak_mib)
-            row.note = '; '.join(n for n in (row.note, f'peak x{row.peak_mib / first[key]:.2f} of topk 1') if n)
+            first.setdefault((row.impl, row.dtype), row.peak_mib)
+            _add_note(row, f'peak x{row.peak_mib / first[(row.impl, row.dtype)]:.2f} of topk 1')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -325,5 +308,5 @@ def run(device: torch.device, dtypes: list[torch.dtype], quick: bool) -> list[Ro
         if not quick:
             cases += [stack_case(impl, device, dtype, mode) for impl in memory_impls for mode in ('fwd', 'fwd+bwd')]
     rows = measure(cases, device)
-    add_peak_ratios(rows)
+    add_ratios(rows)
     return rows

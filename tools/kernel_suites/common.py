@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import torch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
 
 
 @dataclass
@@ -44,19 +46,13 @@ def time_ms(fn: Callable[[], Any], device: torch.device, warmup: int = 2, repeat
     return statistics.median(samples)
 
 
-def _proc_status_mib(field_name: str) -> float:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field_name + ':'):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f'{field_name} not in /proc/self/status')
-
-
 def peak_mib(fn: Callable[[], Any], device: torch.device) -> float:
-    """Peak memory ``fn()`` adds on top of what is allocated before it runs, in MiB.
+    """Peak tensor memory ``fn()`` allocates on top of what exists before it, in MiB.
 
-    CUDA: the caching allocator's peak. CPU: the process's resident-set high-water mark (VmHWM),
-    reset through ``/proc/self/clear_refs`` right before ``fn`` (Linux), minus the resident set then.
+    CUDA: the caching allocator's ``max_memory_allocated``. CPU: the same quantity, counted from the
+    profiler's allocation events. (The process's resident-set high-water mark would also count what
+    glibc keeps after frees and heap fragmentation, which made a flat-memory operator look as if its
+    memory grew.)
     """
     gc.collect()
     if device.type == 'cuda':
@@ -66,11 +62,15 @@ def peak_mib(fn: Callable[[], Any], device: torch.device) -> float:
         fn()
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    with open('/proc/self/clear_refs', 'w') as f:
-        f.write('5')
-    base = _proc_status_mib('VmRSS')
-    fn()
-    return _proc_status_mib('VmHWM') - base
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.profiler.kineto_results.events()
+                     if e.name() == '[memory]' and e.device_type() == DeviceType.CPU), key=lambda e: e.start_ns())
+    live = peak = 0
+    for event in events:
+        live += event.nbytes()
+        peak = max(peak, live)
+    return peak / 2**20
 
 
 def attention_tflops(batch: int, heads: int, queries: int, keys_per_query: int, head_dim: int,

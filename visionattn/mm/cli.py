@@ -19,7 +19,8 @@ from mmengine.registry import (DATASETS, EVALUATOR, HOOKS, LOOPS, METRICS, MODEL
 
 import visionattn.mm  # noqa: F401  (registers the visionattn scope; arms the mmcv stand-in)
 
-__all__ = ['load_config', 'build_runner', 'enable_prediction_pictures', 'check_data_roots', 'check_neck_channels', 'ConfigError', 'DATASET_SOURCES']
+__all__ = ['load_config', 'build_runner', 'enable_prediction_pictures', 'check_data_roots', 'check_neck_channels',
+           'check_band_counts', 'ConfigError', 'DATASET_SOURCES']
 
 
 class ConfigError(ValueError):
@@ -33,6 +34,25 @@ DATASET_SOURCES = {
     'CocoDataset': ('COCO 2017', 'https://cocodataset.org/#download (train2017, val2017, annotations)', 'coco'),
     'ImageNet': ('ImageNet-1k (ILSVRC2012)', 'https://image-net.org/download.php, laid out as described in '
                  "mmpretrain's ImageNet dataset docs (train/<wnid>/*, val/*, meta/{train,val}.txt)", 'imagenet'),
+    'visionattn.KvasirSEGDataset': ('Kvasir-SEG', 'https://datasets.simula.no/kvasir-seg/ (kvasir-seg.zip, unzipped)',
+                                    'kvasir_seg'),
+    'visionattn.ISIC2018Task1Dataset': ('ISIC 2018 Task 1 (lesion segmentation)', 'https://challenge.isic-archive.com/'
+                                        'data/#2018 (Task 1-2 Input and Task 1 GroundTruth zips of each split, '
+                                        'unzipped side by side)', 'isic2018_task1'),
+    'visionattn.ISIC2018Task3Dataset': ('ISIC 2018 Task 3 / HAM10000', 'https://challenge.isic-archive.com/data/#2018 '
+                                        '(Task 3 Input and GroundTruth zips of each split, unzipped side by side)',
+                                        'isic2018_task3'),
+    'visionattn.LoveDADataset': ('LoveDA', 'https://zenodo.org/records/5706578 (Train.zip, Val.zip, unzipped)',
+                                 'loveda'),
+    'visionattn.PotsdamDataset': ('ISPRS Potsdam, cut into 512x512 patches', 'https://www.isprs.org/education/'
+                                  'benchmarks/UrbanSemLab/2d-sem-label-potsdam.aspx (2_Ortho_RGB.zip, '
+                                  "5_Labels_all_noBoundary.zip), converted with mmseg's "
+                                  'tools/dataset_converters/potsdam.py (in site-packages/mmseg/.mim)', 'potsdam'),
+    'visionattn.DIORDataset': ('DIOR', 'https://drive.google.com/drive/folders/1UdlgHk49iu6WpcJ5467iT-UqNPpx__CC '
+                               '(the authors\' folder: JPEGImages-trainval/-test, Annotations, ImageSets)', 'dior'),
+    'visionattn.EuroSATDataset': ('EuroSAT (RGB: EuroSAT.zip; 13-band GeoTIFF: EuroSATallBands.zip)',
+                                  'https://github.com/phelber/EuroSAT', 'eurosat eurosat_ms'),
+    'visionattn.NWPURESISC45Dataset': ('NWPU-RESISC45', 'https://gcheng-nwpu.github.io/#Datasets', 'nwpu_resisc45'),
 }
 
 _REGISTRIES = (MODELS, DATASETS, TRANSFORMS, METRICS, EVALUATOR, HOOKS, LOOPS, OPTIM_WRAPPERS, OPTIMIZERS,
@@ -232,6 +252,39 @@ def check_neck_channels(cfg: Config) -> None:
                 raise ConfigError(
                     f"{label}.in_channels is {given}, but backbone {backbone['model_name']} with out_indices "
                     f'{tuple(out_indices)} outputs {channels} channels: set {label}.in_channels={expected}')
+
+
+_TIMM_MODEL_TYPES = ('visionattn.TimmBackbone', 'TimmBackbone', 'visionattn.TimmClassifier')
+
+
+def check_band_counts(cfg: Config) -> None:
+    """Check that the image loader, the model's ``in_chans`` and the preprocessor's mean/std agree on the bands.
+
+    A multi-band config states the band count in three places (``LoadMultiBandImage(num_bands=...)``, the
+    backbone's ``in_chans``, one mean/std value per band); changing one alone fails deep inside a convolution
+    or a broadcast.
+    """
+    counts: dict[str, int] = {}
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        for dataset in _datasets(cfg.get(loader) or {}):
+            for transform in dataset.get('pipeline') or []:
+                if isinstance(transform, dict) and str(transform.get('type')).endswith('LoadMultiBandImage'):
+                    bands = transform.get('num_bands') or len(transform.get('bands') or ()) or None
+                    if bands:
+                        counts[f'{loader} LoadMultiBandImage num_bands'] = bands
+    model = cfg.get('model') or {}
+    network = model if model.get('type') in _TIMM_MODEL_TYPES else model.get('backbone') or {}
+    if 'in_chans' in network or 'in_channels' in network:
+        counts['in_chans of the model'] = network.get('in_chans', network.get('in_channels'))
+    elif network.get('type') in _TIMM_MODEL_TYPES:
+        counts['in_chans of the model (default)'] = 3
+    for key in ('mean', 'std'):
+        values = (model.get('data_preprocessor') or {}).get(key)
+        if values is not None and len(values) > 1:  # one value is broadcast over any band count
+            counts[f'model.data_preprocessor.{key} (one per band)'] = len(values)
+    if len(set(counts.values())) > 1:
+        raise ConfigError('the band counts in this config disagree: ' + ', '.join(f'{k} = {v}' for k, v in counts.items())
+                          + '. Set them all to the number of bands the model sees.')
 
 
 def build_runner(cfg: Config):

@@ -184,17 +184,15 @@ class BiFormer(nn.Module):
                  pad_mode: str = 'upstream', feature_norms: bool = False, drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0) -> None:
         super().__init__()
-        stages = len(depths)
-        embed_dims = _per_stage(embed_dims, 'embed_dims', stages)
-        qk_dims = _per_stage(qk_dims if qk_dims is not None else embed_dims, 'qk_dims', stages)
+        num_stages = len(depths)
+        embed_dims = _per_stage(embed_dims, 'embed_dims', num_stages)
+        qk_dims = _per_stage(qk_dims if qk_dims is not None else embed_dims, 'qk_dims', num_stages)
         qk_dims = tuple(q or d for q, d in zip(qk_dims, embed_dims))
-        mlp_ratios = _per_stage(mlp_ratios, 'mlp_ratios', stages)
-        topks = _per_stage(topks, 'topks', stages)
+        mlp_ratios = _per_stage(mlp_ratios, 'mlp_ratios', num_stages)
+        topks = _per_stage(topks, 'topks', num_stages)
         if pad_mode not in PAD_MODES:
             raise ValueError(f'BiFormer: pad_mode must be one of {PAD_MODES}, got {pad_mode!r}')
         self.num_classes = num_classes
-        self.n_win = n_win
-        self.pad_mode = pad_mode
         self.num_features = self.head_hidden_size = embed_dims[-1]
 
         self.stem = nn.Sequential(
@@ -208,7 +206,7 @@ class BiFormer(nn.Module):
         rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]  # torch.linspace, on any device
         self.stages = nn.Sequential()
         self.feature_info = []
-        for i in range(stages):
+        for i in range(num_stages):
             start = sum(depths[:i])
             self.stages.append(BiFormerStage(
                 embed_dims[i - 1] if i else embed_dims[0], embed_dims[i], depths[i], downsample=i > 0,

@@ -21,12 +21,13 @@ timm's ``SelfAttnBlock`` sizes the attention output like its input, so it cannot
 after the attention; at ``rv = 1`` it is timm's block unchanged.
 
 Input sizes: halo attention needs every map it sees to be a multiple of the block size, so the
-input must be a multiple of block size x 32 (256 for H0-H2, 320 for H3 and H7, 384, 448 for H4, H5,
-256 for H6). The paper's sizes fit this except H7's 600, which timm's layer cannot block: H7's default
+input must be a multiple of block size x 32 (256 for H0-H2 and H6, 320 for H3 and H7, 384 for H4,
+448 for H5). The paper's sizes fit this except H7's 600, which timm's layer cannot block: H7's default
 input size here is 640. ``visionattn.TimmBackbone`` pads any input to the required multiple.
 """
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Any
 
@@ -104,32 +105,28 @@ def _create_halonet(variant: str, pretrained: bool = False, **kwargs: Any) -> By
     )
 
 
-def _cfg(input_size: int, **kwargs: Any) -> dict[str, Any]:
+def _cfg(variant: str) -> dict[str, Any]:
+    block_size, *_, paper_size = HALONET_PAPER_CONFIGS[variant]
+    multiple = block_size * 32  # every halo layer's map must be a multiple of its block size
+    side = multiple * math.ceil(paper_size / multiple)  # the paper's size, or the next one that blocks
+    notes = ['Architecture from the paper\'s table; no official weights were released.']
+    if side != paper_size:
+        notes.append(f'The paper trains at {paper_size}px; timm\'s halo attention (block {block_size}) needs '
+                     f'multiples of {multiple}, so {side}px.')
     return {
-        'url': '', 'num_classes': 1000, 'input_size': (3, input_size, input_size),
-        'pool_size': (input_size // 32, input_size // 32), 'min_input_size': (3, input_size, input_size),
-        'crop_pct': 0.95, 'interpolation': 'bicubic',
+        'url': '', 'num_classes': 1000, 'input_size': (3, side, side), 'pool_size': (side // 32, side // 32),
+        'min_input_size': (3, multiple, multiple), 'crop_pct': 0.95, 'interpolation': 'bicubic',
         'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
         'first_conv': 'stem.conv', 'classifier': 'head.fc',
         'license': 'apache-2.0', 'paper_ids': 'arXiv:2103.12731',
         'paper_name': 'Scaling Local Self-Attention for Parameter Efficient Visual Backbones',
-        'origin_url': 'https://arxiv.org/abs/2103.12731',
-        'notes': ('Architecture from the paper\'s table; no official weights were released.',),
-        **kwargs,
+        'origin_url': 'https://arxiv.org/abs/2103.12731', 'notes': tuple(notes),
     }
 
 
+# halonet_h1 is timm's own entry point (the same network), so it is not registered again.
 default_cfgs = generate_default_cfgs({
-    'halonet_h0.untrained': _cfg(256),
-    'halonet_h2.untrained': _cfg(256),
-    'halonet_h3.untrained': _cfg(320),
-    'halonet_h4.untrained': _cfg(384),
-    'halonet_h5.untrained': _cfg(448),
-    'halonet_h6.untrained': _cfg(512),
-    'halonet_h7.untrained': _cfg(640, notes=(
-        'Architecture from the paper\'s table; no official weights were released.',
-        'The paper trains at 600px; timm\'s halo attention (block 10) needs multiples of 320, so 640.')),
-})
+    f'{name}.untrained': _cfg(name) for name in HALONET_PAPER_CONFIGS if name != 'halonet_h1'})
 
 
 @register_model

@@ -228,7 +228,7 @@ class NAT(nn.Module):
             norm: without ``stage_norms``, apply the final norm to the last stage's output.
             stop_early: stop after the last requested stage.
             output_fmt: ``'NCHW'`` or ``'NHWC'``.
-            intermediates_only: return only the intermediates, not the final (normed) features.
+            intermediates_only: return only the intermediates, not the last map reached (normed if final).
         """
         if output_fmt not in ('NCHW', 'NHWC'):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
@@ -250,7 +250,9 @@ class NAT(nn.Module):
             intermediates.append(feature.permute(0, 3, 1, 2).contiguous() if output_fmt == 'NCHW' else feature)
         if intermediates_only:
             return intermediates
-        return self.norm(x), intermediates
+        if len(stages) == len(self.stages):  # the final norm is sized for the last stage only
+            x = self.norm(x)
+        return x, intermediates
 
     def prune_intermediate_layers(self, indices: Union[int, list[int]] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> list[int]:

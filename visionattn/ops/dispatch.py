@@ -77,3 +77,17 @@ def resolve_backend(requested: str | None, device: torch.device) -> str:
         raise RuntimeError(f"attention backend 'triton' cannot run here: {why}. "
                            "Use backend='torch' (or 'auto').")
     return name
+
+
+def autocast_inputs(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Cast attention inputs to the autocast dtype when autocast is on for their device.
+
+    Custom ops are opaque to autocast, so the front-ends cast for them. float64 stays float64, and
+    devices without autocast (e.g. ``meta``) are left alone.
+    """
+    device_type = tensors[0].device.type
+    if (tensors[0].dtype == torch.float64 or not torch.amp.is_autocast_available(device_type)
+            or not torch.is_autocast_enabled(device_type)):
+        return tensors
+    dtype = torch.get_autocast_dtype(device_type)
+    return tuple(t.to(dtype) for t in tensors)

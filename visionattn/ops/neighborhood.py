@@ -36,8 +36,9 @@ from typing import NamedTuple, Optional, Sequence
 
 import torch
 from torch import Tensor
+from torch.utils.flop_counter import register_flop_formula
 
-from .dispatch import resolve_backend
+from .dispatch import autocast_inputs, resolve_backend
 
 __all__ = ['na2d']
 
@@ -63,9 +64,7 @@ def na2d(q: Tensor, k: Tensor, v: Tensor, kernel_size: int | Sequence[int], dila
     Returns:
         ``(batch, height, width, heads, head_dim)``, contiguous, in q's dtype.
     """
-    if torch.is_autocast_enabled(q.device.type):
-        dtype = torch.get_autocast_dtype(q.device.type)
-        q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    q, k, v = autocast_inputs(q, k, v)
     kernel, dil = _check_args(q, k, v, kernel_size, dilation, rpb)
     if scale is None:
         scale = q.shape[-1] ** -0.5
@@ -395,3 +394,19 @@ def _backward(ctx, grad_out: Tensor, _grad_lse: Optional[Tensor]):
 
 
 torch.library.register_autograd('visionattn::na2d_forward', _backward, setup_context=_setup_context)
+
+
+@register_flop_formula(torch.ops.visionattn.na2d_forward)
+def _forward_flops(q_shape, k_shape, v_shape, rpb_shape, kernel_size, dilation, scale, backend, *,
+                   out_shape=None) -> int:
+    """FlopCounterMode's count: QK^T and AV over each query's window, 2 FLOPs per multiply-add."""
+    batch, height, width, heads, head_dim = q_shape
+    return 4 * batch * heads * height * width * math.prod(kernel_size) * head_dim
+
+
+@register_flop_formula(torch.ops.visionattn.na2d_backward)
+def _backward_flops(grad_shape, q_shape, k_shape, v_shape, rpb_shape, saved_out_shape, lse_shape, kernel_size,
+                    dilation, scale, backend, *, out_shape=None) -> int:
+    """Recomputed QK^T plus dV, dP, dQ and dK: 2.5x the forward."""
+    forward = _forward_flops(q_shape, k_shape, v_shape, rpb_shape, kernel_size, dilation, scale, backend)
+    return 5 * forward // 2

@@ -67,9 +67,10 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from torch.utils.flop_counter import register_flop_formula
 from torch import Tensor
 
-from .dispatch import default_backend, resolve_backend
+from .dispatch import autocast_inputs, default_backend, resolve_backend
 
 __all__ = ['bra_routing', 'bra_attention', 'bi_level_routing_attention', 'bra_attention_reference']
 
@@ -392,6 +393,23 @@ def _backward(ctx, grad_out: Tensor, grad_lse: Tensor):
 _forward_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+@register_flop_formula(torch.ops.visionattn.bra_attention_forward)
+def _forward_flops(q_shape, k_shape, v_shape, index_shape, mask_shape, grid_h, grid_w, scale, backend, *,
+                   out_shape=None) -> int:
+    """FlopCounterMode's count: QK^T and AV over the topk routed regions, 2 FLOPs per multiply-add."""
+    batch, height, width, heads, qk_dim = q_shape
+    routed_keys = index_shape[-1] * (height // grid_h) * (width // grid_w)
+    return 2 * batch * heads * height * width * routed_keys * (qk_dim + v_shape[-1])
+
+
+@register_flop_formula(torch.ops.visionattn.bra_attention_backward)
+def _backward_flops(grad_shape, q_shape, k_shape, v_shape, index_shape, mask_shape, saved_out_shape, lse_shape,
+                    grid_h, grid_w, scale, backend, *, out_shape=None) -> int:
+    """Recomputed QK^T plus dV, dP, dQ and dK: 2.5x the forward."""
+    forward = _forward_flops(q_shape, k_shape, v_shape, index_shape, mask_shape, grid_h, grid_w, scale, backend)
+    return 5 * forward // 2
+
+
 # ----------------------------------------------------------------------------------------------
 # public API
 # ----------------------------------------------------------------------------------------------
@@ -422,10 +440,7 @@ def bra_attention(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, region_
         ``(batch, height, width, heads, head_dim_v)`` in the dtype of q (the autocast dtype under autocast).
     """
     grid_h, grid_w = _check_attention_args(q, k, v, region_index, region_grid, key_mask)
-    device_type = q.device.type
-    if torch.is_autocast_enabled(device_type) and q.dtype != torch.float64:
-        dtype = torch.get_autocast_dtype(device_type)
-        q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    q, k, v = autocast_inputs(q, k, v)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     out, _ = _forward_op(q, k, v, region_index, key_mask, grid_h, grid_w, scale, _backend_for(backend, q))
     return out
