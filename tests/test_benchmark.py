@@ -134,3 +134,14 @@ def test_upstream_gather_attention_runs_inside_biformer() -> None:
     assert len(calls) == 3  # one routing-attention block per stage in the first three stages
     torch.testing.assert_close(upstream, ours, rtol=1e-4, atol=1e-5)
     assert routing.bra_attention is fast  # restored
+
+
+def test_parameters_and_flops_only_at_any_size() -> None:
+    spec = benchmark.Spec(model='resnet18_cbam', img_size=112, modes=(), flops=True)
+    row = benchmark.run_isolated(spec, timeout_s=300)
+    assert 'error' not in row and 'infer' not in row and 'train' not in row
+    assert row['input_size'] == [3, 112, 112]
+    import timm
+    model = timm.create_model('resnet18_cbam').eval()
+    assert row['params'] == sum(p.numel() for p in model.parameters())
+    assert row['flops'] == benchmark.count_flops(model, torch.randn(1, 3, 112, 112))

@@ -15,11 +15,12 @@ allocations cannot hide another's peak, a crash or a time-out costs only that ro
    phase's peak is not hidden by reused heap memory.
 2. **FLOPs** of one forward pass at batch 1 (``--flops``), counted by
    ``torch.utils.flop_counter.FlopCounterMode``: 2 FLOPs per multiply-add of matmuls, convolutions
-   and attention. The attention operators of :mod:`visionattn.ops` and CPU SDPA have no formula in
-   torch; formulas are registered here (4·B·heads·N·K·d, K keys per query). Element-wise ops and
-   normalisations are not counted, as in upstream papers. An operator without a formula that is not
-   plain PyTorch (or any attention/conv/matmul op) stops the count with an error instead of
-   silently undercounting.
+   and attention (the operators of :mod:`visionattn.ops` register their formulas beside their
+   definitions, 4·B·heads·N·K·d with K keys per query; torch has none for CPU SDPA, registered
+   here). Element-wise ops and normalisations are not counted, as in upstream papers. An operator
+   without a formula that is not plain PyTorch (or any attention/conv/matmul op) stops the count
+   with an error instead of silently undercounting. ``--flops --modes`` (no modes) counts only
+   parameters and FLOPs, at any ``--img-size``.
 3. **Throughput**: one warm-up call, then as many timed calls as fit in ``--budget`` seconds
    (between 2 and ``--repeat``); the median. glibc's mmap threshold is raised to its dynamic
    maximum for this phase, as in any long-running process.
@@ -101,33 +102,16 @@ def environment(device: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # FLOP counting
 # ---------------------------------------------------------------------------------------------
-def _register_flop_formulas() -> None:
-    """Formulas for the attention ops torch's FlopCounterMode does not know (idempotent)."""
+def _register_cpu_sdpa_formula() -> None:
+    """torch counts SDPA's CUDA kernels but not its CPU one (used by timm and BiFormer's global attention)."""
     import torch
     from torch.utils.flop_counter import flop_registry, register_flop_formula, sdpa_flop_count
 
-    def register(op: Any, formula: Callable[..., int]) -> None:
-        if op is not None and op not in flop_registry:
-            register_flop_formula(op)(formula)
-
-    def cpu_sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-        return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-    def na2d_forward(q_shape, k_shape, v_shape, rpb_shape, kernel_size, *args, out_shape=None, **kwargs) -> int:
-        batch, height, width, heads, head_dim = q_shape
-        keys = kernel_size[0] * kernel_size[1]
-        return 2 * batch * height * width * heads * keys * (head_dim + v_shape[-1])
-
-    def bra_forward(q_shape, k_shape, v_shape, index_shape, mask_shape, grid_h, grid_w, *args, out_shape=None,
-                    **kwargs) -> int:
-        batch, height, width, heads, head_dim = q_shape
-        keys = index_shape[-1] * (height // grid_h) * (width // grid_w)
-        return 2 * batch * height * width * heads * keys * (head_dim + v_shape[-1])
-
-    register(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu, cpu_sdpa)
-    ops = torch.ops.visionattn
-    register(getattr(ops, 'na2d_forward', None), na2d_forward)
-    register(getattr(ops, 'bra_attention_forward', None), bra_forward)
+    op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    if op not in flop_registry:
+        @register_flop_formula(op)
+        def cpu_sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+            return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
 def count_flops(model: Any, sample: Any) -> int:
@@ -145,7 +129,8 @@ def count_flops(model: Any, sample: Any) -> int:
             self.ops.add(func._overloadpacket)
             return func(*args, **(kwargs or {}))
 
-    _register_flop_formulas()
+    import visionattn  # noqa: F401  (its attention ops register their FLOP formulas)
+    _register_cpu_sdpa_formula()
     with torch.no_grad(), FlopCounterMode(display=False) as counter, _SeenOps() as seen:
         model(sample)
     heavy_words = ('attention', 'conv', 'mm', 'matmul', 'einsum', 'linear')
@@ -153,8 +138,8 @@ def count_flops(model: Any, sample: Any) -> int:
         str(op).split('.')[0] not in ('aten', 'prim', 'prims') or any(w in str(op) for w in heavy_words)))
     if missed:
         raise RuntimeError(f'FLOPs would be undercounted: {missed} have no FLOP formula. Register one with '
-                           'torch.utils.flop_counter.register_flop_formula (see _register_flop_formulas in '
-                           'tools/benchmark.py).')
+                           'torch.utils.flop_counter.register_flop_formula beside the operator, as '
+                           'visionattn.ops does.')
     return int(counter.get_total_flops())
 
 
@@ -278,7 +263,7 @@ def measure(spec: Spec) -> dict[str, Any]:
                 steps[mode]()
             result[mode] = dict(batch=batches[mode], peak_mib=round(peak_mib(first_step, device), 1))
 
-        model = next(iter(models.values()))
+        model = next(iter(models.values())) if models else build().eval()
         result['params'] = sum(p.numel() for p in model.parameters())
         if spec.flops:
             training = model.training
@@ -318,17 +303,18 @@ def _fmt(value: Any, spec: str) -> str:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Markdown table of benchmark rows."""
-    lines = ['| model | impl | input | GMACs | infer batch | infer img/s | infer peak MiB | '
-             'train batch | train img/s | train peak MiB | note |', '|' + '---|' * 11]
+    lines = ['| model | impl | input | params (M) | GMACs | infer batch | infer img/s | infer peak MiB | '
+             'train batch | train img/s | train peak MiB | note |', '|' + '---|' * 12]
     for row in rows:
         spec, infer, train = row['spec'], row.get('infer', {}), row.get('train', {})
         size = row.get('input_size', [3, spec['img_size'] or 'default'])[1:]
-        flops = row.get('flops')
+        params, flops = row.get('params'), row.get('flops')
         lines.append(
             f"| {spec['model']} | {spec['impl']} | {'x'.join(map(str, size))} | "
-            f"{_fmt(flops and flops / 2e9, '.2f')} | {infer.get('batch', '-')} | {_fmt(infer.get('img_s'), '.2f')} | "
-            f"{_fmt(infer.get('peak_mib'), '.0f')} | {train.get('batch', '-')} | {_fmt(train.get('img_s'), '.2f')} | "
-            f"{_fmt(train.get('peak_mib'), '.0f')} | {row.get('error', '')} |")
+            f"{_fmt(params and params / 1e6, '.2f')} | {_fmt(flops and flops / 2e9, '.2f')} | "
+            f"{infer.get('batch', '-')} | {_fmt(infer.get('img_s'), '.2f')} | {_fmt(infer.get('peak_mib'), '.0f')} | "
+            f"{train.get('batch', '-')} | {_fmt(train.get('img_s'), '.2f')} | {_fmt(train.get('peak_mib'), '.0f')} | "
+            f"{row.get('error', '')} |")
     return '\n'.join(lines)
 
 
@@ -339,7 +325,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         help='square input sides; 0 = the model\'s default input size (default)')
     parser.add_argument('--batch', type=int, default=8, help='inference batch')
     parser.add_argument('--train-batch', type=int, default=4, help='training-step batch')
-    parser.add_argument('--modes', nargs='+', choices=MODES, default=list(MODES))
+    parser.add_argument('--modes', nargs='*', choices=MODES, default=list(MODES),
+                        help='what to time (none: with --flops, only parameters and FLOPs)')
     parser.add_argument('--impl', nargs='+', choices=IMPLS, default=['ours'],
                         help="'upstream': the upstream formulation where one runs here (BiFormer's gather)")
     parser.add_argument('--device', default='cpu')
