@@ -7,12 +7,12 @@ Each (model, input size, implementation) is measured in its own subprocess, so o
 allocations cannot hide another's peak, a crash or a time-out costs only that row, and
 ``--timeout`` bounds every row. In the subprocess:
 
-1. **Peak memory** of inference and of one training step, each with its own new model: on CUDA the
-   caching allocator's peak, on CPU the resident-set high-water mark (``/proc``, Linux), both above
-   what was allocated before the model was built. So the figure holds the weights and, for training,
-   gradients, AdamW's state and activations. On CPU, glibc is told (``mallopt``) to serve every
-   allocation above 128 KiB by ``mmap``, so freed tensors leave the resident set and the next
-   phase's peak is not hidden by reused heap memory.
+1. **Peak memory** of inference and of one training step, each with its own new model: the peak
+   of live tensor memory above what existed before the model was built (CUDA: the caching
+   allocator's ``max_memory_allocated``; CPU: the same quantity from the profiler's allocation
+   events, :func:`kernel_suites.common.peak_mib`, as the kernel benchmarks). So the figure holds the
+   weights and, for training, gradients, AdamW's state and activations; it leaves out the
+   interpreter, libraries and allocator slack, which a process's resident set would add.
 2. **FLOPs** of one forward pass at batch 1 (``--flops``), counted by
    ``torch.utils.flop_counter.FlopCounterMode``: 2 FLOPs per multiply-add of matmuls, convolutions
    and attention (the operators of :mod:`visionattn.ops` register their formulas beside their
@@ -22,8 +22,7 @@ allocations cannot hide another's peak, a crash or a time-out costs only that ro
    with an error instead of silently undercounting. ``--flops --modes`` (no modes) counts only
    parameters and FLOPs, at any ``--img-size``.
 3. **Throughput**: one warm-up call, then as many timed calls as fit in ``--budget`` seconds
-   (between 2 and ``--repeat``); the median. glibc's mmap threshold is raised to its dynamic
-   maximum for this phase, as in any long-running process.
+   (between 2 and ``--repeat``); the median.
 
 ``--impl upstream`` swaps in the upstream formulation where it can run here: BiFormer's
 gather-based routing attention (``visionattn.ops.routing.bra_attention_reference``, a ``topk``-times
@@ -35,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import platform
@@ -88,10 +86,10 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(device: str) -> dict[str, Any]:
-    """What the numbers depend on: device, threads, versions, and the machine's load."""
+def environment(device: str, threads: Optional[int] = None) -> dict[str, Any]:
+    """What the numbers depend on: device, threads (the measured processes'), versions, and the machine's load."""
     import torch
-    env = dict(cpu=cpu_name(), cpu_count=os.cpu_count(), threads=torch.get_num_threads(),
+    env = dict(cpu=cpu_name(), cpu_count=os.cpu_count(), threads=threads or torch.get_num_threads(),
                torch=torch.__version__, python=platform.python_version(),
                date=time.strftime('%Y-%m-%d %H:%M:%S %Z'), load_average=[round(x, 2) for x in os.getloadavg()])
     if device.startswith('cuda'):
@@ -177,17 +175,6 @@ def upstream_impl(model: str) -> Optional[tuple[str, Callable[[], contextlib.Abs
 # ---------------------------------------------------------------------------------------------
 # The measurement (runs in a subprocess)
 # ---------------------------------------------------------------------------------------------
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-
-
-def _set_mmap_threshold(nbytes: int) -> None:
-    """glibc: serve allocations above ``nbytes`` by mmap (returned to the OS when freed)."""
-    libc = ctypes.CDLL('libc.so.6')
-    libc.mallopt(_M_MMAP_THRESHOLD, nbytes)
-    libc.mallopt(_M_TRIM_THRESHOLD, 2 * nbytes)
-    libc.malloc_trim(0)
-
-
 def _time_bounded_ms(fn: Callable[[], Any], device: Any, repeat: int, budget_s: float) -> float:
     """Median ms of ``fn``: one warm-up call, then 2..``repeat`` calls within ``budget_s``."""
     from kernel_suites.common import time_ms
@@ -252,8 +239,6 @@ def measure(spec: Spec) -> dict[str, Any]:
     make_step = dict(infer=inference_step, train=training_step)
     result: dict[str, Any] = dict(spec=asdict(spec), input_size=[3, *size], threads=torch.get_num_threads())
     with impl:
-        if device.type == 'cpu':
-            _set_mmap_threshold(128 * 1024)
         models: dict[str, Any] = {}
         steps: dict[str, Callable[[], Any]] = {}
         for mode in spec.modes:
@@ -269,8 +254,6 @@ def measure(spec: Spec) -> dict[str, Any]:
             training = model.training
             result['flops'] = count_flops(model.eval(), batch_of(1))
             model.train(training)
-        if device.type == 'cpu':
-            _set_mmap_threshold(32 * 1024 * 1024)  # glibc's dynamic maximum
         for mode in spec.modes:
             ms = _time_bounded_ms(steps[mode], device, spec.repeat, spec.budget_s)
             result[mode].update(ms=round(ms, 2), img_s=round(batches[mode] * 1e3 / ms, 2))
@@ -365,16 +348,18 @@ def main(argv: Optional[list[str]] = None) -> None:
         print(_RESULT_MARK + json.dumps(measure(spec)), flush=True)
         return
     rows = []
-    env = environment(args.device)
+    env = environment(args.device, args.threads)
     for spec in specs_from_args(args):
         row = run_isolated(spec, args.timeout)
         rows.append(row)
         print(format_table([row]).splitlines()[-1], flush=True)
     env['load_average_after'] = [round(x, 2) for x in os.getloadavg()]
-    device = env.get('gpu') or f"CPU ({env['cpu']}, {rows[0].get('threads', env['threads'])} threads)"
+    device = env.get('gpu') or f"CPU ({env['cpu']}, {env['threads']} threads)"
     header = (f"Device: {device}; torch {env['torch']}; load average {env['load_average']} -> "
               f"{env['load_average_after']}; {env['date']}\n"
-              f"Command: python tools/benchmark.py {' '.join(argv if argv is not None else sys.argv[1:])}")
+              f"Command: python tools/benchmark.py {' '.join(argv if argv is not None else sys.argv[1:])}\n"
+              "Peak MiB: live tensor memory at the peak of the first call with a newly built model (weights, "
+              "and for training gradients, AdamW state and activations), above what existed before it.")
     table = format_table(rows)
     print(header)
     print(table)

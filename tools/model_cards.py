@@ -505,7 +505,7 @@ def measure(names: Iterable[str], batch: int, train_batch: int, threads: Optiona
     if dropped:
         print(f'dropped the measurements of {dropped}: they get no card')
     run_id = f"{device}-{time.strftime('%Y-%m-%dT%H:%M:%S')}"
-    env = benchmark.environment(device)
+    env = benchmark.environment(device, threads)
     env.update(settings=dict(batch=batch, train_batch=train_batch, budget_s=budget_s, timeout_s=timeout_s),
                command='python tools/model_cards.py ' + ' '.join(sys.argv[1:]))
     measurements['runs'][run_id] = env
