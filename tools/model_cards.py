@@ -707,8 +707,9 @@ def render_card(model: Model, measurements: dict[str, Any]) -> str:
               '`torch.utils.flop_counter.FlopCounterMode` (which counts 2 FLOPs per MAC; GMACs = its FLOPs / 2), '
               'with the attention operators counted as 2 MACs per query-key pair and channel (QK and AV). '
               'Element-wise ops and normalisations are not counted. Papers usually quote these MACs as "FLOPs".',
-              '', 'Throughput (images/s, median over the timed calls) and peak memory (above the process before the '
-              'model is built: weights, and in training also gradients, optimizer state and activations), measured by '
+              '', 'Throughput (images/s, median over the timed calls) and peak memory (live tensor memory at the peak of '
+              'the first call, above what existed before the model was built: weights, and in training also gradients, '
+              'optimizer state and activations; not the interpreter or allocator slack), measured by '
               '`python tools/model_cards.py --measure` through `tools/benchmark.py`:', '',
               *_cost_lines(model, measurements), '']
     results = model.reported.get('results', [])
