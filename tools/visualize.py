@@ -78,7 +78,7 @@ def to_tensor(model: nn.Module, image: np.ndarray) -> Tensor:
     cfg = model.pretrained_cfg
     mean = torch.tensor(cfg.get('mean', (0.485, 0.456, 0.406))).view(1, 3, 1, 1)
     std = torch.tensor(cfg.get('std', (0.229, 0.224, 0.225))).view(1, 3, 1, 1)
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255
+    x = torch.tensor(image).permute(2, 0, 1)[None].float() / 255  # a copy: PIL arrays are read-only
     return (x - mean) / std
 
 
@@ -428,6 +428,7 @@ def draw_predictions(config: str, checkpoint: str, image_path: str, out_file: st
     import mmcv
 
     from visionattn.mm.cli import load_config
+    from visionattn.mm.runtime import mmengine_checkpoints_loadable
     cfg = load_config(config, cfg_options)
     scope = cfg.get('default_scope')
     image = mmcv.imread(image_path, channel_order='rgb')
@@ -436,7 +437,8 @@ def draw_predictions(config: str, checkpoint: str, image_path: str, out_file: st
         from mmseg.apis import inference_model, init_model
         from mmseg.visualization import SegLocalVisualizer
         try:
-            model = init_model(cfg, checkpoint, device=device)
+            with mmengine_checkpoints_loadable():
+                model = init_model(cfg, checkpoint, device=device)
         except KeyError as err:  # mmseg reads checkpoint['meta'] unconditionally
             if err.args != ('meta',):
                 raise
@@ -452,7 +454,8 @@ def draw_predictions(config: str, checkpoint: str, image_path: str, out_file: st
     if scope == 'mmdet':
         from mmdet.apis import inference_detector, init_detector
         from mmdet.visualization import DetLocalVisualizer
-        model = init_detector(cfg, checkpoint, device=device)
+        with mmengine_checkpoints_loadable():
+            model = init_detector(cfg, checkpoint, device=device)
         result = inference_detector(model, image_path)
         visualizer = DetLocalVisualizer(name=name, alpha=opacity)
         visualizer.dataset_meta = model.dataset_meta

@@ -31,7 +31,7 @@ from torch import nn
 
 from visionattn.registry import RUNNERS
 
-__all__ = ['VisionAttnRunner', 'mmengine_checkpoint_globals']
+__all__ = ['VisionAttnRunner', 'mmengine_checkpoint_globals', 'mmengine_checkpoints_loadable']
 
 
 def _history_buffer_method(owner: Any, name: str) -> Any:
@@ -53,7 +53,8 @@ def mmengine_checkpoint_globals() -> list[Any]:
 
 
 @contextlib.contextmanager
-def _mmengine_checkpoints_loadable() -> Iterator[None]:
+def mmengine_checkpoints_loadable() -> Iterator[None]:
+    """Safe loading (``weights_only``) that also accepts checkpoints the mmengine Runner saved."""
     with torch.serialization.safe_globals(mmengine_checkpoint_globals()):
         yield
 
@@ -94,10 +95,10 @@ class VisionAttnRunner(Runner):
         return MODEL_WRAPPERS.build(wrapper_cfg, default_args=default_args)
 
     def resume(self, filename: str, *args: Any, **kwargs: Any) -> None:
-        with _mmengine_checkpoints_loadable():
+        with mmengine_checkpoints_loadable():
             super().resume(filename, *args, **kwargs)
 
     def load_checkpoint(self, filename: str, *args: Any, **kwargs: Any) -> dict:
-        with _mmengine_checkpoints_loadable():
+        with mmengine_checkpoints_loadable():
             return super().load_checkpoint(filename, *args, **kwargs)
 
