@@ -432,38 +432,31 @@ def draw_predictions(config: str, checkpoint: str, image_path: str, out_file: st
     cfg = load_config(config, cfg_options)
     scope = cfg.get('default_scope')
     image = mmcv.imread(image_path, channel_order='rgb')
-    name = f'visionattn-visualize-{next(_VISUALIZERS)}'
     if scope == 'mmseg':
-        from mmseg.apis import inference_model, init_model
-        from mmseg.visualization import SegLocalVisualizer
-        try:
-            with mmengine_checkpoints_loadable():
-                model = init_model(cfg, checkpoint, device=device)
-        except KeyError as err:  # mmseg reads checkpoint['meta'] unconditionally
-            if err.args != ('meta',):
-                raise
-            raise ValueError(f"{checkpoint} has no 'meta' entry, which mmseg's init_model needs: use a checkpoint "
-                             "saved by the mmengine Runner (tools/train.py), or add "
-                             "meta=dict(dataset_meta=dict(classes=..., palette=...)) to it") from err
-        result = inference_model(model, image_path)
-        visualizer = SegLocalVisualizer(name=name, alpha=opacity)
-        visualizer.dataset_meta = model.dataset_meta
-        visualizer.add_datasample('prediction', image, result, draw_gt=False, with_labels=with_labels,
-                                  out_file=out_file)
-        return result
-    if scope == 'mmdet':
-        from mmdet.apis import inference_detector, init_detector
-        from mmdet.visualization import DetLocalVisualizer
+        from mmseg.apis import inference_model as infer, init_model as init
+        from mmseg.visualization import SegLocalVisualizer as Visualizer
+        draw_options = dict(with_labels=with_labels)
+    elif scope == 'mmdet':
+        from mmdet.apis import inference_detector as infer, init_detector as init
+        from mmdet.visualization import DetLocalVisualizer as Visualizer
+        draw_options = dict(pred_score_thr=score_thr)
+    else:
+        raise ValueError(f"{config}: default_scope is {scope!r}; predictions are drawn for segmentation ('mmseg') "
+                         "and detection ('mmdet') configs")
+    try:
         with mmengine_checkpoints_loadable():
-            model = init_detector(cfg, checkpoint, device=device)
-        result = inference_detector(model, image_path)
-        visualizer = DetLocalVisualizer(name=name, alpha=opacity)
-        visualizer.dataset_meta = model.dataset_meta
-        visualizer.add_datasample('prediction', image, result, draw_gt=False, pred_score_thr=score_thr,
-                                  out_file=out_file)
-        return result
-    raise ValueError(f"{config}: default_scope is {scope!r}; predictions are drawn for segmentation ('mmseg') and "
-                     "detection ('mmdet') configs")
+            model = init(cfg, checkpoint, device=device)
+    except KeyError as err:  # mmseg reads checkpoint['meta'] unconditionally
+        if err.args != ('meta',):
+            raise
+        raise ValueError(f"{checkpoint} has no 'meta' entry, which mmseg's init_model needs: use a checkpoint "
+                         "saved by the mmengine Runner (tools/train.py), or add "
+                         "meta=dict(dataset_meta=dict(classes=..., palette=...)) to it") from err
+    result = infer(model, image_path)
+    visualizer = Visualizer(name=f'visionattn-visualize-{next(_VISUALIZERS)}', alpha=opacity)
+    visualizer.dataset_meta = model.dataset_meta
+    visualizer.add_datasample('prediction', image, result, draw_gt=False, out_file=out_file, **draw_options)
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
