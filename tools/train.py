@@ -13,42 +13,27 @@ import logging
 import os
 import sys
 
-from mmengine.config import DictAction
 from mmengine.logging import print_log
 
 
 def parse_args() -> argparse.Namespace:
+    from visionattn.mm.cli import add_run_arguments
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('config', help='config file')
-    parser.add_argument('--work-dir', help='where logs, checkpoints and metrics go '
-                        '(default: work_dirs/<config name>)')
+    add_run_arguments(parser)
     parser.add_argument('--resume', nargs='?', const='auto', default=None, metavar='auto|PATH',
                         help='resume from the latest checkpoint in the work dir (no value or "auto") '
                         'or from the given checkpoint')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
-                        help='override config entries, e.g. train_cfg.max_iters=100 (keys are checked)')
-    parser.add_argument('--data-root', help="replace the config's data_root (e.g. a demo stand-in)")
     parser.add_argument('--seed', type=int, default=None, help='random seed')
     parser.add_argument('--deterministic', action='store_true', help='deterministic cuDNN / algorithms')
-    parser.add_argument('--launcher', choices=['none', 'pytorch'], default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    from visionattn.mm.cli import build_runner, check_band_counts, check_data_roots, check_neck_channels, \
-        load_config
+    from visionattn.mm.cli import build_runner, load_run_config
 
-    cfg = load_config(args.config, args.cfg_options, args.work_dir, args.data_root)
-    check_data_roots(cfg, ('train_dataloader', 'val_dataloader'))
-    check_neck_channels(cfg)
-    check_band_counts(cfg)
-    cfg.launcher = args.launcher
-
+    cfg = load_run_config(args, ('train_dataloader', 'val_dataloader'))
     if args.amp:
         wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if wrapper == 'AmpOptimWrapper':

@@ -7,19 +7,20 @@ anything is built and say what to do.
 """
 from __future__ import annotations
 
+import argparse
 import difflib
 import inspect
 import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.registry import (DATASETS, EVALUATOR, HOOKS, LOOPS, METRICS, MODELS, OPTIM_WRAPPERS, OPTIMIZERS,
                                PARAM_SCHEDULERS, TRANSFORMS, VISUALIZERS, init_default_scope)
 
 import visionattn.mm  # noqa: F401  (registers the visionattn scope; arms the mmcv stand-in)
 
-__all__ = ['load_config', 'build_runner', 'enable_prediction_pictures', 'check_data_roots', 'check_neck_channels',
+__all__ = ['add_run_arguments', 'load_run_config', 'load_config', 'build_runner', 'enable_prediction_pictures', 'check_data_roots', 'check_neck_channels',
            'check_band_counts', 'ConfigError', 'DATASET_SOURCES']
 
 
@@ -161,6 +162,29 @@ def load_config(path: str, cfg_options: dict[str, Any] | None = None, work_dir: 
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = os.path.join('work_dirs', Path(path).stem)
+    return cfg
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every run tool takes: the config, where results go, overrides, data root, launcher."""
+    parser.add_argument('config', help='config file')
+    parser.add_argument('--work-dir', help='where logs, checkpoints and metrics go (default: work_dirs/<config name>)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+                        help='override config entries, e.g. train_cfg.max_iters=100 (keys are checked)')
+    parser.add_argument('--data-root', help="replace the config's data_root (e.g. a demo stand-in)")
+    parser.add_argument('--launcher', choices=['none', 'pytorch'], default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
+
+
+def load_run_config(args: argparse.Namespace, loaders: tuple[str, ...]) -> Config:
+    """The config a tool runs (options of :func:`add_run_arguments`), checked before anything is built:
+    the data roots of ``loaders``, the neck's input channels and the band counts."""
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    cfg = load_config(args.config, args.cfg_options, args.work_dir, args.data_root)
+    check_data_roots(cfg, loaders)
+    check_neck_channels(cfg)
+    check_band_counts(cfg)
+    cfg.launcher = args.launcher
     return cfg
 
 
