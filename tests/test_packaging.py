@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import configparser
-import importlib
+import os
+import subprocess
+import sys
 
 from conftest import REPO_ROOT
 
@@ -19,10 +21,20 @@ def test_every_package_directory_is_listed():
     assert on_disk <= listed, f'add to setup.cfg packages: {sorted(on_disk - listed)}'
 
 
-def test_kernels_install_under_visionattn_only():
+def test_kernels_live_at_the_top_and_import_as_visionattn_kernels_only(tmp_path):
+    """kernels/ holds the sources; visionattn/kernels links to it, so a plain checkout imports them."""
     options = _setup_cfg()['options']
-    assert 'kernels' not in options['packages'].split()
-    assert options['package_dir'].split() == ['visionattn.kernels', '=', 'kernels']
-    module = importlib.import_module('visionattn.kernels')
-    assert module.__file__.startswith(str(REPO_ROOT / 'kernels'))
-
+    assert 'kernels' not in options['packages'].split() and 'package_dir' not in options
+    link = REPO_ROOT / 'visionattn' / 'kernels'
+    assert link.is_symlink() and link.resolve() == (REPO_ROOT / 'kernels').resolve()
+    # a plain checkout on sys.path, from another folder: the kernels import through the link
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    probe = 'import visionattn.kernels.na2d as k; print(k.__file__)'
+    proc = subprocess.run([sys.executable, '-c', probe], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == str(link / 'na2d.py')
+    # the installed package (editable here) exposes no top-level `kernels`
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    probe = 'import importlib.util; print(importlib.util.find_spec("kernels") is None)'
+    proc = subprocess.run([sys.executable, '-c', probe], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.stdout.strip() == 'True', proc.stdout + proc.stderr[-2000:]
