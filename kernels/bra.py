@@ -26,7 +26,6 @@ uint16 bits, so under the interpreter bfloat16 operands are upcast to float32 be
 """
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import torch
@@ -259,7 +258,8 @@ def _mask_args(key_mask: Optional[torch.Tensor], fallback: torch.Tensor) -> tupl
 class _Config:
     """Block sizes and compile-time constants shared by the three kernels of one problem."""
 
-    def __init__(self, q: torch.Tensor, v: torch.Tensor, grid_h: int, grid_w: int, has_mask: bool) -> None:
+    def __init__(self, q: torch.Tensor, v: torch.Tensor, grid_h: int, grid_w: int, has_mask: bool,
+                 interpreted: bool) -> None:
         height, width = q.shape[1:3]
         self.region_h, self.region_w = height // grid_h, width // grid_w
         self.tokens = self.region_h * self.region_w
@@ -267,7 +267,6 @@ class _Config:
         self.block_dv = max(16, triton.next_power_of_2(v.shape[-1]))
         self.block_region = min(64, max(16, triton.next_power_of_2(self.tokens)))  # a region's side of a tile
         self.block_flat = 64 if max(self.block_d, self.block_dv) <= 64 else 32  # the routed (flattened) side
-        interpreted = os.environ.get('TRITON_INTERPRET', '0') == '1'
         fp32_exact = q.dtype == torch.float32 and torch.get_float32_matmul_precision() == 'highest'
         self.constants = dict(
             HEAD_DIM=q.shape[-1], HEAD_DIM_V=v.shape[-1], GRID_W=grid_w, REGION_H=self.region_h,
@@ -277,12 +276,15 @@ class _Config:
 
 
 def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, region_index: torch.Tensor,
-            key_mask: Optional[torch.Tensor], grid_h: int, grid_w: int, scale: float
+            key_mask: Optional[torch.Tensor], grid_h: int, grid_w: int, scale: float, interpreted: bool = False
             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Output ``(B, H, W, heads, head_dim_v)`` and float32 log-sum-exp ``(B, H, W, heads)``."""
+    """Output ``(B, H, W, heads, head_dim_v)`` and float32 log-sum-exp ``(B, H, W, heads)``.
+
+    ``interpreted``: the kernels run on Triton's CPU interpreter (the caller knows; kernels read no
+    environment)."""
     q, k, v = _dense_last_dim(q), _dense_last_dim(k), _dense_last_dim(v)
     batch, height, width, heads = q.shape[:4]
-    cfg = _Config(q, v, grid_h, grid_w, key_mask is not None)
+    cfg = _Config(q, v, grid_h, grid_w, key_mask is not None, interpreted)
     out = torch.empty(*q.shape[:4], v.shape[-1], dtype=q.dtype, device=q.device)
     lse = torch.empty(q.shape[:4], dtype=torch.float32, device=q.device)
     index = region_index.contiguous()
@@ -308,12 +310,12 @@ def _inverse_routing(region_index: torch.Tensor, regions: int) -> tuple[torch.Te
 
 def backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, region_index: torch.Tensor,
              key_mask: Optional[torch.Tensor], out: torch.Tensor, lse: torch.Tensor, grid_h: int, grid_w: int,
-             scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+             scale: float, interpreted: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """dq, dk, dv (contiguous, in the dtypes of q, k, v)."""
     q, k, v, grad_out = (_dense_last_dim(t) for t in (q, k, v, grad_out))
     batch, height, width, heads = q.shape[:4]
     regions = grid_h * grid_w
-    cfg = _Config(q, v, grid_h, grid_w, key_mask is not None)
+    cfg = _Config(q, v, grid_h, grid_w, key_mask is not None, interpreted)
     delta = (grad_out.float() * out.float()).sum(-1)  # rowsum(dO * O), (B, H, W, heads)
     dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)

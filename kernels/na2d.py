@@ -15,7 +15,6 @@ rectangle too (the inverse neighbourhood).
 """
 from __future__ import annotations
 
-import os
 from typing import Optional, Sequence
 
 import torch
@@ -297,11 +296,11 @@ def _block_d(head_dim: int) -> int:
     return max(16, _pow2(head_dim))
 
 
-def _precision(dtype: torch.dtype) -> dict:
-    """fp32 inputs use TF32 only where torch's own matmuls would (``torch.set_float32_matmul_precision``)."""
+def _precision(dtype: torch.dtype, interpreted: bool) -> dict:
+    """fp32 inputs use TF32 only where torch's own matmuls would (``torch.set_float32_matmul_precision``);
+    under Triton's interpreter bf16 dots multiply in fp32 (its bf16 dot is wrong)."""
     ieee = dtype == torch.float32 and torch.get_float32_matmul_precision() == 'highest'
-    return dict(PRECISION='ieee' if ieee else 'tf32',
-                FP32_DOT=dtype == torch.bfloat16 and os.environ.get('TRITON_INTERPRET', '0') == '1')
+    return dict(PRECISION='ieee' if ieee else 'tf32', FP32_DOT=dtype == torch.bfloat16 and interpreted)
 
 
 def _geometry(q: Tensor, kernel: Sequence[int], dilation: Sequence[int], tile: tuple[int, int]):
@@ -320,8 +319,11 @@ def _rpb_args(rpb: Optional[Tensor], q: Tensor) -> tuple[Tensor, tuple[int, int,
 
 
 def forward(q: Tensor, k: Tensor, v: Tensor, rpb: Optional[Tensor], kernel: Sequence[int],
-            dilation: Sequence[int], scale: float) -> tuple[Tensor, Tensor]:
-    """out (B, H, W, heads, D) contiguous in q's dtype and the log-sum-exp (B, heads, H, W) in float32."""
+            dilation: Sequence[int], scale: float, interpreted: bool = False) -> tuple[Tensor, Tensor]:
+    """out (B, H, W, heads, D) contiguous in q's dtype and the log-sum-exp (B, heads, H, W) in float32.
+
+    ``interpreted``: the kernels run on Triton's CPU interpreter (the caller knows; kernels read no
+    environment)."""
     batch, height, width, heads, head_dim = q.shape
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     lse = torch.empty((batch, heads, height, width), dtype=torch.float32, device=q.device)
@@ -334,7 +336,7 @@ def forward(q: Tensor, k: Tensor, v: Tensor, rpb: Optional[Tensor], kernel: Sequ
         *lse.stride(), *rpb_strides, heads, height, width, head_dim, scale * _LOG2E,
         kernel[0], kernel[1], dilation[0], dilation[1], tiles_h, tiles_w,
         HAS_RPB=rpb is not None, BLOCK_QH=tile[0], BLOCK_QW=tile[1], BLOCK_KH=chunk[0], BLOCK_KW=chunk[1],
-        BLOCK_D=_block_d(head_dim), **_precision(q.dtype), num_warps=4)
+        BLOCK_D=_block_d(head_dim), **_precision(q.dtype, interpreted), num_warps=4)
     return out, lse
 
 
@@ -348,8 +350,8 @@ def _bias_index(length: int, kernel: int, dilation: int, device: torch.device) -
 
 
 def backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, rpb: Optional[Tensor], out: Tensor, lse: Tensor,
-             kernel: Sequence[int], dilation: Sequence[int],
-             scale: float) -> tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
+             kernel: Sequence[int], dilation: Sequence[int], scale: float,
+             interpreted: bool = False) -> tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
     """dQ, dK, dV (contiguous, q's dtype, so they share strides) and dRPB (rpb's dtype, None without rpb)."""
     batch, height, width, heads, head_dim = q.shape
     lse = lse.contiguous()
@@ -368,7 +370,7 @@ def backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, rpb: Optional[Te
     _bwd_dq_kernel[grid](
         q, k, v, rpb_t, grad_out, lse, delta, grad_q, dbias, *common, tiles_h, tiles_w,
         HAS_RPB=rpb is not None, BLOCK_QH=tile[0], BLOCK_QW=tile[1], BLOCK_KH=chunk[0], BLOCK_KW=chunk[1],
-        BLOCK_D=_block_d(head_dim), **_precision(q.dtype), num_warps=4)
+        BLOCK_D=_block_d(head_dim), **_precision(q.dtype, interpreted), num_warps=4)
     # key tiles: the transpose of the query tiling (queries of a key tile span its size + k - 1 columns)
     key_tile = tile
     query_chunk = _key_chunk(key_tile[1], kernel[1])
@@ -376,7 +378,7 @@ def backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, rpb: Optional[Te
     _bwd_dkdv_kernel[grid](
         q, k, v, rpb_t, grad_out, lse, delta, grad_k, grad_v, *common, tiles_h, tiles_w,
         HAS_RPB=rpb is not None, BLOCK_KH=key_tile[0], BLOCK_KW=key_tile[1], BLOCK_QH=query_chunk[0],
-        BLOCK_QW=query_chunk[1], BLOCK_D=_block_d(head_dim), **_precision(q.dtype), num_warps=4)
+        BLOCK_QW=query_chunk[1], BLOCK_D=_block_d(head_dim), **_precision(q.dtype, interpreted), num_warps=4)
     grad_rpb = None
     if rpb is not None:  # fold the per-(query, tap) sums into the (2k_h - 1, 2k_w - 1) table
         rows = _bias_index(height, kernel[0], dilation[0], q.device)[:, None] + torch.arange(kernel[0], device=q.device)

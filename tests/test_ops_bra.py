@@ -235,7 +235,7 @@ def test_bad_arguments_raise_clear_errors():
         bra_attention(q, k, v, torch.zeros(1, 4, 5, dtype=torch.long), 2)
     with pytest.raises(ValueError, match='key_mask must be a bool tensor'):
         bra_attention(q, k, v, index, 2, key_mask=torch.ones(1, 4, 6))
-    with pytest.raises(RuntimeError, match="backend 'triton' cannot run here"), \
+    with pytest.raises(RuntimeError, match="backend 'triton' cannot run bra here: tensors are on cpu"), \
             pytest.MonkeyPatch.context() as patch:
         patch.setenv('TRITON_INTERPRET', '0')
         bra_attention(q, k, v, index, 2, backend='triton')

@@ -14,6 +14,7 @@ import torch
 
 import visionattn.ops.neighborhood as neighborhood
 from visionattn.ops import na2d, use_backend
+from visionattn.errors import UnsupportedBackendError
 from visionattn.ops.dispatch import triton_importable
 
 
@@ -182,7 +183,7 @@ def test_triton_float32_rpb_with_half_inputs():
 @needs_triton
 def test_triton_rejects_float64():
     q = torch.randn(1, 6, 6, 1, 8, dtype=torch.float64)
-    with pytest.raises(TypeError, match="backend='torch'"):
+    with pytest.raises(UnsupportedBackendError, match="'triton' cannot run na here: it supports .*not float64"):
         na2d(q, q, q, 3, backend='triton')
 
 

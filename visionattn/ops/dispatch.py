@@ -1,12 +1,20 @@
-"""Choose the backend an attention operator runs on.
+"""Choose the backend an attention operator runs on, from one capability table.
 
 NATTEN-style split: the functional ops in :mod:`visionattn.ops` are thin front-ends, and the
 implementation behind each call is picked here, so models never name a backend themselves.
 
 - ``'triton'``: the fused kernels in ``visionattn.kernels``; needs Triton and a CUDA tensor, or
   ``TRITON_INTERPRET=1`` (Triton's CPU interpreter, which the tests use).
-- ``'torch'``: plain PyTorch, runs on any device (CPU, ONNX export, gradcheck in float64).
-- ``'auto'`` (default): ``'triton'`` for CUDA tensors when Triton imports, ``'torch'`` otherwise.
+- ``'torch'``: plain PyTorch, runs on any device and floating dtype (CPU, ONNX export, gradcheck in
+  float64).
+- ``'auto'`` (default): the first backend of :data:`AUTO_ORDER` for the tensors' device whose
+  capabilities admit the call, ``'torch'`` when none does.
+
+What each backend of each op can run is stated once, in :data:`CAPABILITIES`. A backend asked for by
+name that cannot run a call raises :class:`~visionattn.errors.UnsupportedBackendError` saying why;
+under ``'auto'`` the call runs on the PyTorch path instead. This module is the only place that reads
+the environment (``VISIONATTN_BACKEND``, ``TRITON_INTERPRET``): the kernels take what they need as
+arguments.
 
 Override for a whole process with the ``VISIONATTN_BACKEND`` environment variable, for a block of
 code with :func:`use_backend`, or per call with the op's ``backend=`` argument.
@@ -16,14 +24,46 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Iterator, Optional
 
 import torch
 
-BACKENDS = ('auto', 'triton', 'torch')
+from ..errors import UnknownNameError, UnsupportedBackendError
+
+__all__ = ['BACKENDS', 'CAPABILITIES', 'AUTO_ORDER', 'Capability', 'select_backend', 'unsupported_reason',
+           'use_backend', 'default_backend', 'triton_importable', 'triton_interpreted', 'autocast_inputs']
+
+
+@dataclass(frozen=True)
+class Capability:
+    """What one backend of one op runs; ``None`` means no limit."""
+
+    devices: Optional[tuple[str, ...]] = None           # device types (``'cuda'``, ``'cpu'``, ...)
+    dtypes: Optional[tuple[torch.dtype, ...]] = None    # None: any floating dtype
+    max_head_dim: Optional[int] = None
+    needs_triton: bool = False                          # on CPU only under Triton's interpreter
+
+
+_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+CAPABILITIES: dict[str, dict[str, Capability]] = {
+    'na': {  # neighbourhood attention (visionattn.ops.na2d)
+        'triton': Capability(devices=('cuda',), dtypes=_KERNEL_DTYPES, max_head_dim=128, needs_triton=True),
+        'torch': Capability(),
+    },
+    'bra': {  # the token attention of bi-level routing attention (visionattn.ops.bra_attention)
+        'triton': Capability(devices=('cuda',), dtypes=_KERNEL_DTYPES, max_head_dim=128, needs_triton=True),
+        'torch': Capability(),
+    },
+}
+
+# What 'auto' tries, in order, per device type; anything else runs on 'torch'.
+AUTO_ORDER: dict[str, tuple[str, ...]] = {'cuda': ('triton', 'torch')}
+
+BACKENDS = ('auto', *sorted({name for table in CAPABILITIES.values() for name in table}))
 
 _override: list[str] = []
-
 
 _TRITON_INSTALLED = importlib.util.find_spec('triton') is not None
 
@@ -40,7 +80,7 @@ def triton_interpreted() -> bool:
 
 def _check_name(name: str) -> str:
     if name not in BACKENDS:
-        raise ValueError(f'unknown attention backend {name!r}; choose one of {BACKENDS}')
+        raise UnknownNameError(f'unknown attention backend {name!r}; choose one of {BACKENDS}')
     return name
 
 
@@ -61,21 +101,47 @@ def default_backend() -> str:
     return _check_name(os.environ.get('VISIONATTN_BACKEND', 'auto'))
 
 
-def resolve_backend(requested: str | None, device: torch.device) -> str:
-    """Turn a requested backend (``None`` means the default) into ``'triton'`` or ``'torch'``.
+def unsupported_reason(op: str, backend: str, device: torch.device, dtype: torch.dtype,
+                       head_dim: int) -> Optional[str]:
+    """Why ``backend`` cannot run ``op`` on these inputs, or None when it can."""
+    capability = CAPABILITIES[op].get(backend)
+    if capability is None:
+        return f'{op} has no {backend!r} backend (it has {sorted(CAPABILITIES[op])})'
+    if capability.needs_triton:
+        if not triton_importable():
+            return 'Triton is not installed'
+        if device.type == 'cpu' and triton_interpreted():
+            device = torch.device('cuda')  # the interpreter runs the kernels on CPU tensors
+    if capability.devices is not None and device.type not in capability.devices:
+        where = ' or '.join(capability.devices)
+        hint = ' (or on CPU with TRITON_INTERPRET=1, for testing)' if capability.needs_triton else ''
+        return f'tensors are on {device.type}, and it runs on {where} tensors{hint}'
+    if capability.dtypes is not None and dtype not in capability.dtypes:
+        names = ', '.join(str(t).removeprefix('torch.') for t in capability.dtypes)
+        return f'it supports {names}, not {str(dtype).removeprefix("torch.")}'
+    if capability.max_head_dim is not None and head_dim > capability.max_head_dim:
+        return f'it supports head_dim <= {capability.max_head_dim}, not {head_dim}'
+    return None
 
-    Raises a clear error when ``'triton'`` is asked for but cannot run on ``device``.
+
+def select_backend(op: str, requested: Optional[str], q: torch.Tensor, head_dim: Optional[int] = None) -> str:
+    """The backend that runs ``op`` on inputs like ``q`` (``(..., heads, head_dim)``).
+
+    ``requested`` None means :func:`default_backend`. ``'auto'`` gives the first capable backend of
+    :data:`AUTO_ORDER` (else ``'torch'``); a backend named explicitly is returned if it can run the
+    call and raises :class:`UnsupportedBackendError` otherwise.
     """
     name = _check_name(requested) if requested is not None else default_backend()
-    triton_runs_here = triton_importable() and (device.type == 'cuda' or triton_interpreted())
+    head_dim = q.shape[-1] if head_dim is None else head_dim
     if name == 'auto':
-        return 'triton' if triton_runs_here and device.type == 'cuda' else 'torch'
-    if name == 'triton' and not triton_runs_here:
-        why = 'Triton is not installed' if not triton_importable() else (
-            f'tensors are on {device.type}, and Triton runs on CUDA tensors '
-            '(or on CPU with TRITON_INTERPRET=1, for testing)')
-        raise RuntimeError(f"attention backend 'triton' cannot run here: {why}. "
-                           "Use backend='torch' (or 'auto').")
+        for candidate in AUTO_ORDER.get(q.device.type, ()):
+            if unsupported_reason(op, candidate, q.device, q.dtype, head_dim) is None:
+                return candidate
+        return 'torch'
+    reason = unsupported_reason(op, name, q.device, q.dtype, head_dim)
+    if reason is not None:
+        raise UnsupportedBackendError(f"attention backend {name!r} cannot run {op} here: {reason}. "
+                                      "Use backend='auto' (or 'torch').")
     return name
 
 

@@ -38,13 +38,9 @@ import torch
 from torch import Tensor
 from torch.utils.flop_counter import register_flop_formula
 
-from .dispatch import autocast_inputs, resolve_backend
+from .dispatch import autocast_inputs, select_backend, triton_interpreted
 
 __all__ = ['na2d']
-
-_TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-_TRITON_MAX_HEAD_DIM = 128
-
 
 def na2d(q: Tensor, k: Tensor, v: Tensor, kernel_size: int | Sequence[int], dilation: int | Sequence[int] = 1,
          rpb: Optional[Tensor] = None, scale: Optional[float] = None, backend: Optional[str] = None) -> Tensor:
@@ -73,9 +69,7 @@ def na2d(q: Tensor, k: Tensor, v: Tensor, kernel_size: int | Sequence[int], dila
             raise RuntimeError("na2d: the TorchScript ONNX exporter (torch.onnx.export(..., dynamo=False)) "
                                "translates this op wrongly; use the default dynamo=True exporter")
         return _torch_forward(q, k, v, rpb, kernel, dil, float(scale), chunked=False)[0]
-    name = resolve_backend(backend, q.device)
-    if name == 'triton':
-        _check_triton_args(q)
+    name = select_backend('na', backend, q)
     out, _ = torch.ops.visionattn.na2d_forward(q, k, v, rpb, list(kernel), list(dil), float(scale), name)
     return out
 
@@ -126,15 +120,6 @@ def _check_args(q: Tensor, k: Tensor, v: Tensor, kernel_size: int | Sequence[int
         if rpb.device != q.device:
             raise ValueError(f'na2d: rpb is on {rpb.device} but q on {q.device}')
     return kernel, dil
-
-
-def _check_triton_args(q: Tensor) -> None:
-    if q.dtype not in _TRITON_DTYPES:
-        raise TypeError(f"na2d: the 'triton' backend supports float16, bfloat16 and float32, got {q.dtype}; "
-                        "use backend='torch' (e.g. for float64)")
-    if q.shape[-1] > _TRITON_MAX_HEAD_DIM:
-        raise ValueError(f"na2d: the 'triton' backend supports head_dim <= {_TRITON_MAX_HEAD_DIM}, got "
-                         f"{q.shape[-1]}; use backend='torch'")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -352,7 +337,7 @@ def _triton_kernels():
 def _forward_op(q: Tensor, k: Tensor, v: Tensor, rpb: Optional[Tensor], kernel_size: list[int],
                 dilation: list[int], scale: float, backend: str) -> tuple[Tensor, Tensor]:
     if backend == 'triton':
-        return _triton_kernels().forward(q, k, v, rpb, kernel_size, dilation, scale)
+        return _triton_kernels().forward(q, k, v, rpb, kernel_size, dilation, scale, triton_interpreted())
     return _torch_forward(q, k, v, rpb, kernel_size, dilation, scale)
 
 
@@ -367,8 +352,12 @@ def _backward_op(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, rpb: Optiona
                  lse: Tensor, kernel_size: list[int], dilation: list[int], scale: float,
                  backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """dQ, dK, dV and dRPB (an empty tensor when there is no rpb: op outputs cannot be None)."""
-    impl = _triton_kernels().backward if backend == 'triton' else _torch_backward
-    grad_q, grad_k, grad_v, grad_rpb = impl(grad_out, q, k, v, rpb, out, lse, kernel_size, dilation, scale)
+    if backend == 'triton':
+        grad_q, grad_k, grad_v, grad_rpb = _triton_kernels().backward(
+            grad_out, q, k, v, rpb, out, lse, kernel_size, dilation, scale, triton_interpreted())
+    else:
+        grad_q, grad_k, grad_v, grad_rpb = _torch_backward(grad_out, q, k, v, rpb, out, lse, kernel_size,
+                                                           dilation, scale)
     return grad_q, grad_k, grad_v, q.new_empty(0) if grad_rpb is None else grad_rpb
 
 

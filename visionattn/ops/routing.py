@@ -70,12 +70,11 @@ import torch
 from torch.utils.flop_counter import register_flop_formula
 from torch import Tensor
 
-from .dispatch import autocast_inputs, default_backend, resolve_backend
+from .dispatch import autocast_inputs, select_backend, triton_interpreted
 
 __all__ = ['bra_routing', 'bra_attention', 'bi_level_routing_attention', 'bra_attention_reference']
 
 _SCORE_BUDGET = 1 << 22  # attention scores the PyTorch path computes per step (16 MiB in float32)
-_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -353,7 +352,7 @@ def _forward_op(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, key_mask:
                 grid_h: int, grid_w: int, scale: float, backend: str) -> tuple[Tensor, Tensor]:
     if backend == 'triton':
         from visionattn.kernels import bra as kernels
-        return kernels.forward(q, k, v, region_index, key_mask, grid_h, grid_w, scale)
+        return kernels.forward(q, k, v, region_index, key_mask, grid_h, grid_w, scale, triton_interpreted())
     return _torch_forward(q, k, v, region_index, key_mask, grid_h, grid_w, scale)
 
 
@@ -369,7 +368,8 @@ def _backward_op(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, region_index
                  backend: str) -> tuple[Tensor, Tensor, Tensor]:
     if backend == 'triton':
         from visionattn.kernels import bra as kernels
-        return kernels.backward(grad_out, q, k, v, region_index, key_mask, out, lse, grid_h, grid_w, scale)
+        return kernels.backward(grad_out, q, k, v, region_index, key_mask, out, lse, grid_h, grid_w, scale,
+                                triton_interpreted())
     return _torch_backward(grad_out, q, k, v, region_index, key_mask, out, lse, grid_h, grid_w, scale)
 
 
@@ -413,16 +413,6 @@ def _backward_flops(grad_shape, q_shape, k_shape, v_shape, index_shape, mask_sha
 # ----------------------------------------------------------------------------------------------
 # public API
 # ----------------------------------------------------------------------------------------------
-def _backend_for(requested: str | None, q: Tensor) -> str:
-    name = resolve_backend(requested, q.device)
-    if name == 'triton' and q.dtype not in _KERNEL_DTYPES:
-        if (requested or default_backend()) != 'auto':
-            raise TypeError(f'the Triton routing-attention kernels take float32, float16 or bfloat16, got '
-                            f"{q.dtype}; use backend='torch' for it")
-        name = 'torch'
-    return name
-
-
 def bra_attention(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, region_grid: int | tuple[int, int],
                   scale: float | None = None, key_mask: Tensor | None = None,
                   backend: str | None = None) -> Tensor:
@@ -442,7 +432,8 @@ def bra_attention(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, region_
     grid_h, grid_w = _check_attention_args(q, k, v, region_index, region_grid, key_mask)
     q, k, v = autocast_inputs(q, k, v)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    out, _ = _forward_op(q, k, v, region_index, key_mask, grid_h, grid_w, scale, _backend_for(backend, q))
+    name = select_backend('bra', backend, q, head_dim=max(q.shape[-1], v.shape[-1]))
+    out, _ = _forward_op(q, k, v, region_index, key_mask, grid_h, grid_w, scale, name)
     return out
 
 
