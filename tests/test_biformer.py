@@ -320,7 +320,7 @@ CONFIGS = ['configs/biformer_ade20k.py'] + sorted(
 
 @pytest.mark.parametrize('config', CONFIGS + ['configs/demo/biformer_tiny_ade20k_demo.py'])
 def test_configs_load_and_their_necks_match_the_backbone(config):
-    from visionattn.mm.cli import check_neck_channels, load_config
+    from visionattn.mm.config import check_neck_channels, load_config
     cfg = load_config(str(REPO_ROOT / config))
     check_neck_channels(cfg)
     options = cfg.model.backbone.model_kwargs if 'backbone' in cfg.model else cfg.model
@@ -329,7 +329,7 @@ def test_configs_load_and_their_necks_match_the_backbone(config):
 
 
 def test_headline_config_is_the_upstream_recipe():
-    from visionattn.mm.cli import load_config
+    from visionattn.mm.config import load_config
     cfg = load_config(str(REPO_ROOT / 'configs/biformer_ade20k.py'))
     assert cfg.model.backbone.model_name == 'biformer_small' and cfg.model.backbone.drop_path_rate == 0.3
     assert cfg.optim_wrapper.optimizer.type == 'AdamW' and cfg.optim_wrapper.optimizer.lr == 6e-5

@@ -15,7 +15,7 @@ from mmengine.registry import init_default_scope
 
 from conftest import REPO_ROOT
 from visionattn.layers import CBAM, TripletAttention
-from visionattn.mm.cli import load_config
+from visionattn.mm.config import load_config
 
 CONFIGS = {  # config -> (scope, timm model whose weights the backbone takes, plug-in class, plug-in name)
     'configs/attention_cnn/faster_rcnn_r50_triplet_fpn_1x_coco.py': ('mmdet', 'resnet50_triplet', TripletAttention,

@@ -1,4 +1,4 @@
-"""tools/convert_checkpoint.py: official checkpoint -> safetensors that timm loads, for any registered family."""
+"""convert_checkpoint (tools/convert_checkpoint.py): official checkpoint -> safetensors that timm loads, for any registered family."""
 from __future__ import annotations
 
 import json
@@ -12,9 +12,9 @@ from safetensors import safe_open
 
 import visionattn
 from conftest import REPO_ROOT, load_upstream_fixture
-
-sys.path.insert(0, str(REPO_ROOT / 'tools'))
-from convert_checkpoint import convert, main  # noqa: E402
+from visionattn.cli.convert_checkpoint import main
+from visionattn.convert import convert_checkpoint as convert
+from visionattn.errors import CheckpointError, ConfigError, UnknownNameError
 
 
 def _entry_point_kwargs(upstream: dict) -> dict:
@@ -67,16 +67,16 @@ def test_mismatches_stop_with_the_keys_and_what_to_do(tmp_path):
     fx = load_upstream_fixture('nat_small_dims')
     source = tmp_path / 'nat.pth'
     torch.save(fx['state_dict'], source)
-    with pytest.raises(SystemExit, match='does not match nat_mini.*(?s:.*)--upstream-kwargs'):
+    with pytest.raises(CheckpointError, match='does not match nat_mini.*(?s:.*)upstream_kwargs'):
         convert('nat', source, tmp_path / 'x.safetensors', model='nat_mini')  # the real nat_mini is larger
     kwargs = dict(embed_dim=32, depths=[1, 1, 2, 2], num_heads=[1, 2, 4, 8], num_classes=10)
-    with pytest.raises(SystemExit, match=r"missing \['stages.3.blocks.1.*unexpected \[\]"):
+    with pytest.raises(CheckpointError, match=r"missing \['stages.3.blocks.1.*unexpected \[\]"):
         convert('nat', source, tmp_path / 'x.safetensors', model='nat_mini', model_kwargs=kwargs)
-    with pytest.raises(SystemExit, match="registered families: \\[.*'nat'"):
+    with pytest.raises(UnknownNameError, match="known families: \\[.*'nat'"):
         convert('natt', source, tmp_path / 'x.safetensors', model='nat_mini')
-    with pytest.raises(SystemExit, match='exactly one of --model'):
+    with pytest.raises(ConfigError, match='exactly one of model'):
         convert('nat', source, tmp_path / 'x.safetensors')
-    with pytest.raises(SystemExit, match='.safetensors'):
+    with pytest.raises(ConfigError, match='.safetensors'):
         convert('nat', source, tmp_path / 'x.pth', model='nat_mini')
     assert 'nat' in visionattn.families() and 'dinat' in visionattn.families()
 
@@ -90,5 +90,9 @@ def test_command_line(tmp_path):
                            '--upstream-kwargs', fx['upstream_kwargs']], cwd=REPO_ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f'wrote {output}' in proc.stdout and output.is_file()
-    with pytest.raises(SystemExit, match='JSON object'):
-        main([str(source), str(output), '--family', 'nat', '--upstream-kwargs', '[1, 2]'])
+    proc = subprocess.run([sys.executable, 'tools/convert_checkpoint.py', str(source), str(output), '--family', 'nat',
+                           '--upstream-kwargs', '[1, 2]'], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith('error: --upstream-kwargs: give a JSON object')
+    assert 'Traceback' not in proc.stderr
+    with pytest.raises(ConfigError, match='JSON object'):
+        main([str(source), str(output), '--family', 'nat', '--upstream-kwargs', '[1, 2]', '--debug'])

@@ -5,7 +5,6 @@ The dataset layouts come from tools/make_demo_data.py's makers, run in process o
 """
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 from pathlib import Path
@@ -17,6 +16,7 @@ import tifffile
 import torch
 from PIL import Image
 
+import visionattn.demo_data
 import visionattn.mm  # noqa: F401  (registers the visionattn scope)
 from conftest import REPO_ROOT
 from visionattn.mm.datasets import (ClassFolderDataset, DIORDataset, EuroSATDataset, ISIC2018Task1Dataset,
@@ -29,17 +29,10 @@ COUNTS = {'kvasir_seg': (6, 2), 'isic2018_task1': (3, 2), 'isic2018_task3': (2, 
           'potsdam': (3, 2), 'dior': (3, 2), 'eurosat': (6, 2), 'eurosat_ms': (3, 1), 'nwpu_resisc45': (2, 4)}
 
 
-def load_demo_tool():
-    spec = importlib.util.spec_from_file_location('make_demo_data', REPO_ROOT / 'tools' / 'make_demo_data.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope='module')
 def demo(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp('domains')
-    tool = load_demo_tool()
+    tool = visionattn.demo_data
     for task, (num_train, num_val) in COUNTS.items():
         size = min(tool.DEFAULT_SIZES[task][0], 64)
         tool.MAKERS[task](out, np.random.default_rng([0, tool.TASK_STREAMS[task]]), size, num_train, num_val)
@@ -307,7 +300,7 @@ def test_pretrained_rgb_stem_is_adapted_to_the_band_count(tmp_path, in_chans):
 
 # --- config checks ----------------------------------------------------------------------------------
 def test_missing_dataset_names_its_source_and_the_stand_in(tmp_path):
-    from visionattn.mm.cli import check_data_roots, load_config
+    from visionattn.mm.config import check_data_roots, load_config
     cfg = load_config(str(REPO_ROOT / 'configs/medical/upernet_convnext_tiny_kvasir_seg.py'),
                       data_root=str(tmp_path / 'nowhere'))
     with pytest.raises(FileNotFoundError) as error:
@@ -317,7 +310,7 @@ def test_missing_dataset_names_its_source_and_the_stand_in(tmp_path):
 
 
 def test_band_counts_must_agree_across_loader_model_and_preprocessor():
-    from visionattn.mm.cli import ConfigError, check_band_counts, load_config
+    from visionattn.mm.config import ConfigError, check_band_counts, load_config
     config = str(REPO_ROOT / 'configs/remote_sensing/resnet50_eurosat_ms.py')
     check_band_counts(load_config(config))
     with pytest.raises(ConfigError, match='in_chans of the model = 12, model.data_preprocessor.mean .* = 13'):
@@ -328,7 +321,7 @@ def test_band_counts_must_agree_across_loader_model_and_preprocessor():
                                           for p in (REPO_ROOT / 'configs' / folder).glob('*.py')))
 def test_recipe_heads_and_band_counts_match_their_default_backbone(config):
     """The full-size recipes as shipped (ConvNeXt-T / ResNet-50): checked without building or downloading."""
-    from visionattn.mm.cli import check_band_counts, check_neck_channels, load_config
+    from visionattn.mm.config import check_band_counts, check_neck_channels, load_config
     cfg = load_config(str(REPO_ROOT / config))
     check_neck_channels(cfg)
     check_band_counts(cfg)

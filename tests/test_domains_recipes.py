@@ -24,8 +24,8 @@ import torch
 from mmengine.config import Config
 from PIL import Image
 
+import visionattn.demo_data
 from conftest import REPO_ROOT
-from test_domains_data import load_demo_tool
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,7 @@ RECIPES = {
 @pytest.fixture(scope='module')
 def demo(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp('recipes')
-    tool = load_demo_tool()
+    tool = visionattn.demo_data
     for maker, _, (num_train, num_val), size, _ in RECIPES.values():
         tool.MAKERS[maker](out, np.random.default_rng([0, tool.TASK_STREAMS[maker]]), size, num_train, num_val)
     return out

@@ -7,7 +7,7 @@ import pytest
 from mmengine.config import Config
 
 from conftest import REPO_ROOT
-from visionattn.mm.cli import ConfigError, check_data_roots, check_neck_channels, enable_prediction_pictures, \
+from visionattn.mm.config import ConfigError, check_data_roots, check_neck_channels, enable_prediction_pictures, \
     load_config
 
 SEG = str(REPO_ROOT / 'configs/timm/upernet_resnet50_ade20k.py')

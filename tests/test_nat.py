@@ -256,7 +256,7 @@ CONFIGS = {name: REPO_ROOT / 'configs' / name for name in (
 
 @pytest.mark.parametrize('name', CONFIGS)
 def test_configs_carry_the_upstream_recipes(name):
-    from visionattn.mm.cli import check_neck_channels, load_config
+    from visionattn.mm.config import check_neck_channels, load_config
     cfg = load_config(str(CONFIGS[name]))
     optimizer = cfg.optim_wrapper.optimizer
     assert optimizer.type == 'AdamW'

@@ -229,7 +229,7 @@ CONFIGS = sorted(p for family in ('davit', 'focalnet', 'halonet') for p in (REPO
 
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
 def test_config_parses_and_its_heads_match_the_backbone(path):
-    from visionattn.mm.cli import load_config
+    from visionattn.mm.config import load_config
     model = load_config(str(path)).model
     if 'backbone' not in model:  # classification: the whole timm model
         assert timm.is_model(model.model_name)
@@ -325,7 +325,7 @@ def _small_variant(cfg, divisor: int, overrides: dict) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize('case', sorted(TRAIN_CASES))
 def test_config_trains_on_demo_data(case, demo_root, tmp_path):
-    from visionattn.mm.cli import build_runner, load_config
+    from visionattn.mm.config import build_runner, load_config
     config, divisor, overrides = TRAIN_CASES[case]
     cfg = load_config(str(REPO_ROOT / 'configs' / config), work_dir=str(tmp_path))
     cfg = load_config(str(REPO_ROOT / 'configs' / config), work_dir=str(tmp_path),

@@ -144,7 +144,7 @@ def _checkpoint(config: str, scope: str, path, cfg_options: dict, dataset_meta: 
     from mmengine.logging import MessageHub
     from mmengine.registry import init_default_scope
 
-    from visionattn.mm.cli import load_config
+    from visionattn.mm.config import load_config
     cfg = load_config(config, cfg_options)
     init_default_scope(scope)
     registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS

@@ -427,7 +427,7 @@ def draw_predictions(config: str, checkpoint: str, image_path: str, out_file: st
     """
     import mmcv
 
-    from visionattn.mm.cli import load_config
+    from visionattn.mm.config import load_config
     from visionattn.mm.runtime import mmengine_checkpoints_loadable
     cfg = load_config(config, cfg_options)
     scope = cfg.get('default_scope')

@@ -7,13 +7,18 @@ same function timm uses as ``pretrained_filter_fn``).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 from torch import nn
 
-__all__ = ['register_family', 'families', 'convert_state_dict', 'from_official', 'load_checkpoint_file']
+from .errors import CheckpointError, ConfigError, UnknownNameError
+
+__all__ = ['register_family', 'families', 'convert_state_dict', 'from_official', 'load_checkpoint_file',
+           'convert_checkpoint']
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,12 @@ def families() -> list[str]:
     return sorted(_FAMILIES)
 
 
+def _family(name: str) -> _Family:
+    if name not in _FAMILIES:
+        raise UnknownNameError(f'unknown model family {name!r}; known families: {families()}')
+    return _FAMILIES[name]
+
+
 def _unwrap(state_dict: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """Accept a bare state dict or the usual training-checkpoint wrappers around one."""
     for key in ('model', 'state_dict', 'model_ema'):
@@ -54,9 +65,7 @@ def load_checkpoint_file(path: str) -> dict[str, torch.Tensor]:
 
 def convert_state_dict(family: str, state_dict: Mapping[str, Any], model: nn.Module) -> dict[str, torch.Tensor]:
     """``state_dict`` (upstream layout, possibly wrapped) renamed for ``model``, by ``family``'s filter."""
-    if family not in _FAMILIES:
-        raise KeyError(f'unknown model family {family!r}; known families: {families()}')
-    return _FAMILIES[family].filter_fn(_unwrap(state_dict), model)
+    return _family(family).filter_fn(_unwrap(state_dict), model)
 
 
 def from_official(family: str, upstream_kwargs: Mapping[str, Any],
@@ -66,10 +75,7 @@ def from_official(family: str, upstream_kwargs: Mapping[str, Any],
     ``state_dict`` uses the upstream key layout (it may be wrapped in ``{'model': ...}`` as released).
     With ``strict`` (default) any missing or unexpected key raises, naming the keys.
     """
-    if family not in _FAMILIES:
-        raise KeyError(f'unknown model family {family!r}; known families: {families()}')
-    fam = _FAMILIES[family]
-    model = fam.builder(**dict(upstream_kwargs))
+    model = _family(family).builder(**dict(upstream_kwargs))
     if state_dict is not None:
         converted = convert_state_dict(family, state_dict, model)
         result = model.load_state_dict(converted, strict=False)
@@ -79,3 +85,64 @@ def from_official(family: str, upstream_kwargs: Mapping[str, Any],
                 f'missing keys {result.missing_keys[:10]}, unexpected keys {result.unexpected_keys[:10]}. '
                 'Check that upstream_kwargs are the ones the checkpoint was trained with.')
     return model.eval()
+
+
+_CONVERT_ADVICE = ('Pick the entry point (and model_kwargs) of the checkpoint, or give the upstream constructor '
+                   'arguments (upstream_kwargs; for detection/segmentation checkpoints: the backbone dict of the '
+                   'upstream config, with its out_indices).')
+
+
+def _model_from_entry_point(family: str, name: str, model_kwargs: dict[str, Any],
+                            state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    import timm
+    if not timm.is_model(name):
+        raise UnknownNameError(f'model {name!r} is not a timm model; names of the family: '
+                               f"timm.list_models('{family}*') after `import visionattn`")
+    model = timm.create_model(name, pretrained=False, **model_kwargs)
+    try:
+        result = model.load_state_dict(convert_state_dict(family, state_dict, model), strict=False)
+    except (RuntimeError, ValueError) as err:
+        raise CheckpointError(f'the checkpoint does not match {name} {model_kwargs or ""}: {err}\n{_CONVERT_ADVICE}')
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f'the checkpoint does not match {name} {model_kwargs or ""}: missing {result.missing_keys[:8]} '
+            f'({len(result.missing_keys)}), unexpected {result.unexpected_keys[:8]} ({len(result.unexpected_keys)}). '
+            + _CONVERT_ADVICE)
+    return model
+
+
+def convert_checkpoint(family: str, source: Path, output: Path, model: Optional[str] = None,
+                       model_kwargs: Optional[dict[str, Any]] = None,
+                       upstream_kwargs: Optional[dict[str, Any]] = None) -> dict[str, torch.Tensor]:
+    """Convert the official checkpoint ``source`` with ``family``'s filter into ``output`` (safetensors).
+
+    The architecture comes from a timm entry point (``model`` with ``model_kwargs``) or from the upstream
+    constructor's keyword arguments (``upstream_kwargs``); every tensor must land. Returns the tensors written.
+    """
+    from safetensors.torch import save_file
+
+    source, output = Path(source), Path(output)
+    _family(family)
+    if (model is None) == (upstream_kwargs is None):
+        raise ConfigError('give exactly one of model (a timm entry point) and upstream_kwargs')
+    if model is None and model_kwargs:
+        raise ConfigError('model_kwargs go with model; with upstream_kwargs put everything there')
+    if output.suffix != '.safetensors':
+        raise ConfigError(f'the output must be a .safetensors file, got {output}')
+    state_dict = load_checkpoint_file(str(source))
+    if model is not None:
+        built = _model_from_entry_point(family, model, model_kwargs or {}, state_dict)
+    else:
+        try:
+            built = from_official(family, upstream_kwargs, state_dict)
+        except (RuntimeError, TypeError, ValueError) as err:
+            raise CheckpointError(f'{family} conversion failed: {err}')
+    tensors = {k: v.detach().contiguous() for k, v in built.state_dict().items()}
+    metadata = dict(family=family, source=source.name, converted_by='visionattn convert_checkpoint')
+    if model is not None:
+        metadata.update(model=model, model_kwargs=json.dumps(model_kwargs or {}))
+    else:
+        metadata.update(upstream_kwargs=json.dumps(upstream_kwargs))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(output), metadata=metadata)
+    return tensors

@@ -1,8 +1,6 @@
-"""Make small, deterministic synthetic stand-ins of public datasets in their real layouts.
+"""Small, deterministic synthetic stand-ins of public datasets in their real layouts.
 
-    python tools/make_demo_data.py [--out data/demo] [--tasks ade20k coco imagenet ...] [--seed 0]
-
-Writes ``<out>/ade/ADEChallengeData2016``, ``<out>/coco`` and ``<out>/imagenet``, and for the medical and
+:func:`make_demo_data` (``python tools/make_demo_data.py [--out data/demo] [--tasks ...] [--seed 0]``) writes ``<out>/ade/ADEChallengeData2016``, ``<out>/coco`` and ``<out>/imagenet``, and for the medical and
 remote-sensing recipes ``<out>/Kvasir-SEG``, ``<out>/ISIC2018`` (Task 1 and Task 3 / HAM10000),
 ``<out>/LoveDA``, ``<out>/potsdam`` (mmseg's converted layout), ``<out>/DIOR``, ``<out>/EuroSAT``,
 ``<out>/EuroSATallBands`` (13-band uint16 GeoTIFF) and ``<out>/NWPU-RESISC45``, laid out exactly as
@@ -12,14 +10,15 @@ same seed gives the same bytes. A folder that exists and was not made by this to
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from .errors import UnknownNameError, UserError
 
 MARKER = '.visionattn_demo'
 
@@ -47,7 +46,7 @@ IMAGENET_CLASSES = ('n01440764', 'n01443537', 'n01484850', 'n01491361', 'n014944
 def _prepare(folder: Path) -> None:
     """Create ``folder`` for demo data; refuse to write into a folder this tool did not make."""
     if folder.exists() and any(folder.iterdir()) and not (folder / MARKER).exists():
-        raise FileExistsError(f'{folder} exists and holds data not made by make_demo_data.py; '
+        raise UserError(f'{folder} exists and holds data not made by make_demo_data.py; '
                               'choose another --out (the demo never overwrites real datasets)')
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MARKER).write_text('synthetic demo data made by tools/make_demo_data.py\n')
@@ -553,20 +552,18 @@ DEFAULT_SIZES = {'ade20k': (128, 200, 40), 'coco': (128, 120, 30), 'imagenet': (
                  'eurosat_ms': (64, 6, 2), 'nwpu_resisc45': (64, 2, 4)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--out', type=Path, default=Path('data/demo'), help='root folder (default data/demo)')
-    parser.add_argument('--tasks', nargs='+', choices=sorted(MAKERS), default=sorted(MAKERS))
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--num-train', type=int, help='override the number of training images')
-    parser.add_argument('--num-val', type=int, help='override the number of validation images')
-    args = parser.parse_args()
-    for task in args.tasks:
-        size, num_train, num_val = DEFAULT_SIZES[task]
-        rng = np.random.default_rng([args.seed, TASK_STREAMS[task]])
-        root = MAKERS[task](args.out, rng, size, args.num_train or num_train, args.num_val or num_val)
-        print(f'{task}: {root}')
+def make_demo_data(out: Path, tasks: Sequence[str] = tuple(MAKERS), seed: int = 0, num_train: Optional[int] = None,
+                   num_val: Optional[int] = None) -> dict[str, Path]:
+    """Write the stand-ins of ``tasks`` under ``out``; returns each task's dataset root.
 
-
-if __name__ == '__main__':
-    main()
+    ``num_train`` / ``num_val`` override the default image counts (``DEFAULT_SIZES``).
+    """
+    unknown = sorted(set(tasks) - set(MAKERS))
+    if unknown:
+        raise UnknownNameError(f'unknown demo data task(s) {unknown}; choose from {sorted(MAKERS)}')
+    roots = {}
+    for task in tasks:
+        size, default_train, default_val = DEFAULT_SIZES[task]
+        rng = np.random.default_rng([seed, TASK_STREAMS[task]])
+        roots[task] = MAKERS[task](Path(out), rng, size, num_train or default_train, num_val or default_val)
+    return roots

@@ -17,18 +17,24 @@ import timm
 import torch
 
 from visionattn.convert import load_checkpoint_file
+from visionattn.errors import UnknownNameError
 from visionattn.mm.plugins import resnet_to_openmmlab
 
+from . import add_debug_argument, cli_main
 
-def main() -> None:
+
+@cli_main
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('src', type=Path, help='official checkpoint or timm-layout weights')
     parser.add_argument('dst', type=Path, help='output file (OpenMMLab ResNet layout)')
     parser.add_argument('--model', required=True,
                         help='timm model the weights belong to, e.g. resnet50_triplet, resnet50_triplet_k3, resnet50_cbam')
-    args = parser.parse_args()
+    add_debug_argument(parser)
+    args = parser.parse_args(argv)
     if not timm.is_model(args.model):
-        parser.error(f"unknown model {args.model!r}; choose from {timm.list_models(['resnet*_cbam', 'resnet*_triplet*'])}")
+        raise UnknownNameError(f"unknown model {args.model!r}; choose from "
+                               f"{timm.list_models(['resnet*_cbam', 'resnet*_triplet*'])}")
     with torch.device('meta'):
         model = timm.create_model(args.model)
     state_dict = resnet_to_openmmlab(load_checkpoint_file(str(args.src)), model)

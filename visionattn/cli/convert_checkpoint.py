@@ -24,82 +24,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
-
-import timm
-import torch
-from safetensors.torch import save_file
-from torch import nn
+from typing import Any
 
 import visionattn
-from visionattn.convert import convert_state_dict, from_official, load_checkpoint_file
+from visionattn.convert import convert_checkpoint
+from visionattn.errors import ConfigError
+
+from . import add_debug_argument, cli_main
 
 
 def _json_object(text: str, option: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise SystemExit(f'{option}: not valid JSON ({err}); give an object, e.g. \'{{"depths": [3, 4, 18, 5]}}\'')
+        raise ConfigError(f'{option}: not valid JSON ({err}); give an object, e.g. \'{{"depths": [3, 4, 18, 5]}}\'')
     if not isinstance(value, dict):
-        raise SystemExit(f'{option}: give a JSON object of keyword arguments, got {type(value).__name__}')
+        raise ConfigError(f'{option}: give a JSON object of keyword arguments, got {type(value).__name__}')
     return value
 
 
-def _model_from_entry_point(family: str, name: str, model_kwargs: dict[str, Any],
-                            state_dict: dict[str, torch.Tensor]) -> nn.Module:
-    if not timm.is_model(name):
-        raise SystemExit(f'--model {name!r} is not a timm model; names of the family: '
-                         f"timm.list_models('{family}*') after `import visionattn`")
-    advice = ('Pick the entry point (and --model-kwargs) of the checkpoint, or give the upstream constructor '
-              'arguments with --upstream-kwargs (for detection/segmentation checkpoints: the backbone dict of the '
-              'upstream config, with its out_indices).')
-    model = timm.create_model(name, pretrained=False, **model_kwargs)
-    try:
-        result = model.load_state_dict(convert_state_dict(family, state_dict, model), strict=False)
-    except (RuntimeError, ValueError) as err:
-        raise SystemExit(f'the checkpoint does not match {name} {model_kwargs or ""}: {err}\n{advice}')
-    if result.missing_keys or result.unexpected_keys:
-        raise SystemExit(
-            f'the checkpoint does not match {name} {model_kwargs or ""}: missing {result.missing_keys[:8]} '
-            f'({len(result.missing_keys)}), unexpected {result.unexpected_keys[:8]} ({len(result.unexpected_keys)}). '
-            + advice)
-    return model
-
-
-def convert(family: str, source: Path, output: Path, model: Optional[str] = None,
-            model_kwargs: Optional[dict[str, Any]] = None,
-            upstream_kwargs: Optional[dict[str, Any]] = None) -> dict[str, torch.Tensor]:
-    """Convert ``source`` with ``family``'s filter into ``output`` (safetensors); returns the tensors written."""
-    if family not in visionattn.families():
-        raise SystemExit(f'--family {family!r} is not registered; registered families: {visionattn.families()}')
-    if (model is None) == (upstream_kwargs is None):
-        raise SystemExit('give exactly one of --model (a timm entry point) and --upstream-kwargs (JSON)')
-    if model is None and model_kwargs:
-        raise SystemExit('--model-kwargs go with --model; with --upstream-kwargs put everything there')
-    if output.suffix != '.safetensors':
-        raise SystemExit(f'the output must be a .safetensors file, got {output}')
-    state_dict = load_checkpoint_file(str(source))
-    if model is not None:
-        built = _model_from_entry_point(family, model, model_kwargs or {}, state_dict)
-    else:
-        try:
-            built = from_official(family, upstream_kwargs, state_dict)
-        except (RuntimeError, TypeError, ValueError) as err:
-            raise SystemExit(f'{family} conversion failed: {err}')
-    tensors = {k: v.detach().contiguous() for k, v in built.state_dict().items()}
-    metadata = dict(family=family, source=source.name, converted_by='visionattn tools/convert_checkpoint.py')
-    if model is not None:
-        metadata.update(model=model, model_kwargs=json.dumps(model_kwargs or {}))
-    else:
-        metadata.update(upstream_kwargs=json.dumps(upstream_kwargs))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(output), metadata=metadata)
-    return tensors
-
-
-def main(argv: Optional[Sequence[str]] = None) -> None:
+@cli_main
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog='\n\n'.join(__doc__.split('\n\n')[1:]))
@@ -109,10 +55,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('--model', help='timm entry point whose architecture the checkpoint has, e.g. nat_tiny')
     parser.add_argument('--model-kwargs', default='{}', help='JSON keyword arguments for --model')
     parser.add_argument('--upstream-kwargs', help="JSON keyword arguments of the upstream model's constructor")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     upstream = None if args.upstream_kwargs is None else _json_object(args.upstream_kwargs, '--upstream-kwargs')
-    tensors = convert(args.family, args.source, args.output, model=args.model,
-                      model_kwargs=_json_object(args.model_kwargs, '--model-kwargs'), upstream_kwargs=upstream)
+    tensors = convert_checkpoint(args.family, args.source, args.output, model=args.model,
+                                 model_kwargs=_json_object(args.model_kwargs, '--model-kwargs'), upstream_kwargs=upstream)
     params = sum(t.numel() for t in tensors.values())
     print(f'wrote {args.output}: {len(tensors)} tensors, {params / 1e6:.2f}M values')
     if args.model:
@@ -124,4 +71,4 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == '__main__':
-    main(sys.argv[1:])
+    main()

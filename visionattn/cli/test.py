@@ -1,7 +1,7 @@
 """Evaluate a checkpoint on a config's test set; optionally write prediction pictures.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--data-root DIR]
-        [--cfg-options key=value ...] [--launcher {none,pytorch}]
+        [--cfg-options key=value ...] [--launcher {none,pytorch}] [--debug]
 
 Metrics go to the log and to ``<work_dir>/metrics_test.json``.
 """
@@ -9,24 +9,27 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
+
+from . import cli_main
+from ..errors import MissingFileError
+from .run_options import add_run_arguments, load_run_config
 
 
-def parse_args() -> argparse.Namespace:
-    from visionattn.mm.cli import add_run_arguments
+def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(parser)
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--show-dir', help='write prediction pictures into this folder')
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
-def main() -> None:
-    args = parse_args()
-    from visionattn.mm.cli import build_runner, enable_prediction_pictures, load_run_config
+@cli_main
+def main(argv: list[str]) -> None:
+    args = parse_args(argv)
+    from visionattn.mm.config import build_runner, enable_prediction_pictures
 
     if not os.path.isfile(args.checkpoint):
-        sys.exit(f'checkpoint {args.checkpoint} does not exist')
+        raise MissingFileError(f'checkpoint {args.checkpoint} does not exist')
     cfg = load_run_config(args, ('test_dataloader',))
     cfg.load_from = args.checkpoint
     pictures = enable_prediction_pictures(cfg, os.path.abspath(args.show_dir)) if args.show_dir else None

@@ -2,7 +2,7 @@
 
     python tools/train.py configs/biformer_ade20k.py [--work-dir DIR] [--resume [auto|PATH]] [--amp]
         [--cfg-options key=value ...] [--data-root DIR] [--seed N] [--deterministic]
-        [--launcher {none,pytorch}]
+        [--launcher {none,pytorch}] [--debug]
 
 Distributed: ``bash tools/dist_train.sh CONFIG GPUS [args]`` (torchrun; NCCL on GPUs, gloo on CPU).
 """
@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 
-from mmengine.logging import print_log
+from . import cli_main
+from ..errors import ConfigError, MissingFileError
+from .run_options import add_run_arguments, load_run_config
 
 
-def parse_args() -> argparse.Namespace:
-    from visionattn.mm.cli import add_run_arguments
+def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(parser)
     parser.add_argument('--resume', nargs='?', const='auto', default=None, metavar='auto|PATH',
@@ -26,12 +26,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
     parser.add_argument('--seed', type=int, default=None, help='random seed')
     parser.add_argument('--deterministic', action='store_true', help='deterministic cuDNN / algorithms')
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
-def main() -> None:
-    args = parse_args()
-    from visionattn.mm.cli import build_runner, load_run_config
+@cli_main
+def main(argv: list[str]) -> None:
+    args = parse_args(argv)
+    from mmengine.logging import print_log
+
+    from visionattn.mm.config import build_runner
 
     cfg = load_run_config(args, ('train_dataloader', 'val_dataloader'))
     if args.amp:
@@ -39,7 +42,7 @@ def main() -> None:
         if wrapper == 'AmpOptimWrapper':
             print_log('AMP is already enabled in the config.', logger='current', level=logging.WARNING)
         elif wrapper != 'OptimWrapper':
-            sys.exit(f'--amp needs optim_wrapper.type OptimWrapper, the config has {wrapper}')
+            raise ConfigError(f'--amp needs optim_wrapper.type OptimWrapper, the config has {wrapper}')
         else:
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
@@ -47,7 +50,7 @@ def main() -> None:
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         if not os.path.isfile(args.resume):
-            sys.exit(f'--resume: checkpoint {args.resume} does not exist')
+            raise MissingFileError(f'--resume: checkpoint {args.resume} does not exist')
         cfg.resume, cfg.load_from = True, args.resume
     if args.seed is not None or args.deterministic:
         cfg.randomness = dict(cfg.get('randomness') or {})

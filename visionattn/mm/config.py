@@ -1,4 +1,4 @@
-"""What ``tools/train.py`` and ``tools/test.py`` share: loading a config and checking it before a run.
+"""Loading an OpenMMLab config and checking it before a run (what the train and test programs share).
 
 mmengine reports most config mistakes late and obscurely (a typo in ``--cfg-options`` silently adds an
 unused key; a missing dataset surfaces as an empty-dataset error deep in a dataloader worker; neck
@@ -7,25 +7,21 @@ anything is built and say what to do.
 """
 from __future__ import annotations
 
-import argparse
 import difflib
 import inspect
 import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config, ConfigDict
 from mmengine.registry import (DATASETS, EVALUATOR, HOOKS, LOOPS, METRICS, MODELS, OPTIM_WRAPPERS, OPTIMIZERS,
                                PARAM_SCHEDULERS, TRANSFORMS, VISUALIZERS, init_default_scope)
 
 import visionattn.mm  # noqa: F401  (registers the visionattn scope; arms the mmcv stand-in)
+from visionattn.errors import ConfigError, MissingFileError
 
-__all__ = ['add_run_arguments', 'load_run_config', 'load_config', 'build_runner', 'enable_prediction_pictures', 'check_data_roots', 'check_neck_channels',
+__all__ = ['load_config', 'build_runner', 'enable_prediction_pictures', 'check_data_roots', 'check_neck_channels',
            'check_band_counts', 'ConfigError', 'DATASET_SOURCES']
-
-
-class ConfigError(ValueError):
-    """A config (or its command-line overrides) that cannot run as given; the message says why."""
 
 
 # Where each standard dataset comes from; the demo stand-ins are made by tools/make_demo_data.py.
@@ -143,7 +139,7 @@ def load_config(path: str, cfg_options: dict[str, Any] | None = None, work_dir: 
     and evaluators' annotation files alike), e.g. to run a config on the demo stand-in.
     """
     if not Path(path).is_file():
-        raise FileNotFoundError(f'config file {path} does not exist')
+        raise MissingFileError(f'config file {path} does not exist')
     cfg = Config.fromfile(path)
     if cfg.get('default_scope'):
         init_default_scope(cfg.default_scope)
@@ -162,29 +158,6 @@ def load_config(path: str, cfg_options: dict[str, Any] | None = None, work_dir: 
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = os.path.join('work_dirs', Path(path).stem)
-    return cfg
-
-
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options every run tool takes: the config, where results go, overrides, data root, launcher."""
-    parser.add_argument('config', help='config file')
-    parser.add_argument('--work-dir', help='where logs, checkpoints and metrics go (default: work_dirs/<config name>)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
-                        help='override config entries, e.g. train_cfg.max_iters=100 (keys are checked)')
-    parser.add_argument('--data-root', help="replace the config's data_root (e.g. a demo stand-in)")
-    parser.add_argument('--launcher', choices=['none', 'pytorch'], default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
-
-
-def load_run_config(args: argparse.Namespace, loaders: tuple[str, ...]) -> Config:
-    """The config a tool runs (options of :func:`add_run_arguments`), checked before anything is built:
-    the data roots of ``loaders``, the neck's input channels and the band counts."""
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    cfg = load_config(args.config, args.cfg_options, args.work_dir, args.data_root)
-    check_data_roots(cfg, loaders)
-    check_neck_channels(cfg)
-    check_band_counts(cfg)
-    cfg.launcher = args.launcher
     return cfg
 
 
@@ -232,7 +205,7 @@ def check_data_roots(cfg: Config, loaders: tuple[str, ...]) -> None:
                              f'  ... --data-root data/demo/{_relative_standard_root(dataset)}')
             else:
                 lines.append('Fix the paths in the config or pass --data-root.')
-            raise FileNotFoundError('\n'.join(lines))
+            raise MissingFileError('\n'.join(lines))
 
 
 def _relative_standard_root(dataset: dict) -> str:
