@@ -1,8 +1,10 @@
-"""na2d against a slow explicit reference written from NATTEN 0.14's CPU kernel formulas.
+"""na2d at stride 1, non-causal (NAT/DiNAT) against a dense oracle written from NATTEN 0.14's CPU kernels.
 
-The reference builds the full (tokens x tokens) bias/mask matrix pixel by pixel with NATTEN's own
+The oracle builds the full (tokens x tokens) bias/mask matrix pixel by pixel with NATTEN 0.14's own
 ``get_window_start`` / ``get_pb_start`` (dilation branches included) and runs dense softmax attention
-in float64, so every gradient comes from plain autograd. Triton runs under TRITON_INTERPRET=1 on CPU.
+in float64, so every gradient comes from plain autograd. It checks the package's 'reference' backend,
+the PyTorch path and today's Triton kernels (under TRITON_INTERPRET=1 on CPU) on the checkpoints'
+semantics; tests/test_ops_na.py covers 1-D/3-D, stride and causal windows.
 """
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ import random
 import pytest
 import torch
 
-import visionattn.ops.neighborhood as neighborhood
-from visionattn.ops import na2d, use_backend
+import visionattn.ops.na as na
 from visionattn.errors import UnsupportedBackendError
+from visionattn.ops import na2d
 from visionattn.ops.dispatch import triton_importable
 
 
@@ -109,8 +111,16 @@ TOLERANCE = {torch.float64: (1e-10, 1e-10), torch.float32: (2e-5, 1e-4),
 
 
 # ---------------------------------------------------------------------------------------------
-# PyTorch path
+# 'reference' backend and PyTorch path
 # ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('seed', range(3))
+def test_reference_backend_matches_natten014(seed):
+    rng = random.Random(50 + seed)
+    case = random_case(rng)
+    q, k, v, rpb = make_inputs(case, batch=1, heads=2, dim=4, dtype=torch.float64, with_rpb=seed != 0)
+    check_against_reference(case, q, k, v, rpb, 'reference', *TOLERANCE[torch.float64])
+
 
 @pytest.mark.parametrize('seed', range(6))
 def test_torch_path_matches_reference(seed):
@@ -126,7 +136,7 @@ def test_torch_path_batch_chunks(monkeypatch):
     """The PyTorch path splits the batch into chunks to bound its temporaries; results must not change."""
     case = dict(kernel=(3, 5), dilation=(2, 1), height=9, width=7)
     q, k, v, rpb = make_inputs(case, batch=3, heads=2, dim=4, dtype=torch.float64, with_rpb=True)
-    monkeypatch.setattr(neighborhood, '_CHUNK_ELEMENTS', 1)
+    monkeypatch.setattr(na, '_CHUNK_ELEMENTS', 1)
     check_against_reference(case, q, k, v, rpb, 'torch', *TOLERANCE[torch.float64])
 
 
@@ -185,97 +195,3 @@ def test_triton_rejects_float64():
     q = torch.randn(1, 6, 6, 1, 8, dtype=torch.float64)
     with pytest.raises(UnsupportedBackendError, match="'triton' cannot run na here: it supports .*not float64"):
         na2d(q, q, q, 3, backend='triton')
-
-
-# ---------------------------------------------------------------------------------------------
-# Custom op machinery: opcheck, autocast, torch.compile, torch.export, dispatch
-# ---------------------------------------------------------------------------------------------
-
-def test_custom_op_opcheck():
-    case = dict(kernel=(3, 3), dilation=(1, 2), height=6, width=7)
-    q, k, v, rpb = make_inputs(case, batch=1, heads=2, dim=4, dtype=torch.float32, with_rpb=True)
-    args = (q, k, v, rpb, [3, 3], [1, 2], 0.5, 'torch')
-    torch.library.opcheck(torch.ops.visionattn.na2d_forward.default, args)
-    torch.library.opcheck(torch.ops.visionattn.na2d_forward.default, (q, k, v, None, *args[4:]))
-
-
-def test_autocast_runs_in_autocast_dtype():
-    case = dict(kernel=(3, 3), dilation=(1, 1), height=6, width=6)
-    q, k, v, rpb = make_inputs(case, batch=1, heads=2, dim=8, dtype=torch.float32, with_rpb=True)
-    with torch.autocast('cpu', dtype=torch.bfloat16):
-        out = na2d(q, k, v, 3, rpb=rpb, backend='torch')
-    assert out.dtype == torch.bfloat16
-    torch.testing.assert_close(out.float(), na2d(q, k, v, 3, rpb=rpb, backend='torch'), atol=5e-2, rtol=5e-2)
-    out.float().sum().backward()
-    assert q.grad.dtype == torch.float32 and rpb.grad.dtype == torch.float32
-
-
-def test_torch_compile_fullgraph():
-    case = dict(kernel=(3, 5), dilation=(2, 1), height=8, width=7)
-    q, k, v, rpb = make_inputs(case, batch=2, heads=2, dim=4, dtype=torch.float32, with_rpb=True)
-
-    def fn(q, k, v, rpb):
-        return na2d(q * 2, k, v, (3, 5), (2, 1), rpb=rpb, backend='torch').relu()
-
-    compiled = torch.compile(fn, fullgraph=True, backend='aot_eager')
-    out = compiled(q, k, v, rpb)
-    torch.testing.assert_close(out, fn(q, k, v, rpb))
-    grads = torch.autograd.grad(out.sum(), (q, k, v, rpb))
-    want = torch.autograd.grad(fn(q, k, v, rpb).sum(), (q, k, v, rpb))
-    for g, w in zip(grads, want):
-        torch.testing.assert_close(g, w)
-
-
-def test_torch_export():
-    class Attention(torch.nn.Module):
-        def forward(self, q, k, v):
-            return na2d(q, k, v, 3, 2, backend='torch')
-
-    case = dict(kernel=(3, 3), dilation=(2, 2), height=7, width=6)
-    q, k, v, _ = make_inputs(case, batch=1, heads=2, dim=4, dtype=torch.float32, with_rpb=False)
-    exported = torch.export.export(Attention(), (q.detach(), k.detach(), v.detach()))
-    assert any('na2d_forward' in str(node.target) for node in exported.graph.nodes)
-    torch.testing.assert_close(exported.module()(q, k, v), Attention()(q, k, v))
-
-
-def test_auto_backend_on_cpu_is_torch(monkeypatch):
-    case = dict(kernel=(3, 3), dilation=(1, 1), height=5, width=5)
-    q, k, v, _ = make_inputs(case, batch=1, heads=1, dim=4, dtype=torch.float32, with_rpb=False)
-    calls = []
-    original = neighborhood._torch_forward
-    monkeypatch.setattr(neighborhood, '_torch_forward', lambda *a, **kw: calls.append(1) or original(*a, **kw))
-    with use_backend('auto'):
-        na2d(q, k, v, 3)
-    assert calls == [1]
-
-
-# ---------------------------------------------------------------------------------------------
-# Bad arguments
-# ---------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize('kwargs, error, match', [
-    (dict(kernel_size=4), ValueError, 'odd'),
-    (dict(kernel_size=1), ValueError, 'odd'),
-    (dict(kernel_size=3, dilation=0), ValueError, 'dilation must be >= 1'),
-    (dict(kernel_size=5, dilation=2), ValueError, 'pad the input'),
-    (dict(kernel_size=(3, 3, 3)), ValueError, 'pair'),
-    (dict(kernel_size=3, rpb=torch.zeros(2, 3, 3)), ValueError, 'rpb must have shape'),
-    (dict(kernel_size=3, rpb=torch.zeros(2, 5, 5, dtype=torch.float64)), TypeError, 'rpb must be float32'),
-    (dict(kernel_size=3, backend='cuda'), ValueError, 'unknown attention backend'),
-])
-def test_bad_arguments(kwargs, error, match):
-    q = k = v = torch.randn(1, 6, 6, 2, 4)
-    with pytest.raises(error, match=match):
-        na2d(q, k, v, **kwargs)
-
-
-def test_mismatched_inputs():
-    q = torch.randn(1, 6, 6, 2, 4)
-    with pytest.raises(ValueError, match='same shape'):
-        na2d(q, q, torch.randn(1, 6, 6, 2, 5), 3)
-    with pytest.raises(TypeError, match='same dtype'):
-        na2d(q, q.double(), q, 3)
-    with pytest.raises(ValueError, match=r'\(batch, height, width, heads, head_dim\)'):
-        na2d(q[0], q[0], q[0], 3)
-    with pytest.raises(TypeError, match='floating point'):
-        na2d(*(torch.ones(1, 6, 6, 2, 4, dtype=torch.long),) * 3, 3)

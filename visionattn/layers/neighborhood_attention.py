@@ -1,54 +1,53 @@
-"""NATTEN 0.14's ``NeighborhoodAttention2D`` module on :func:`visionattn.ops.na2d`.
+"""NATTEN 0.14-0.15's ``NeighborhoodAttention1D/2D/3D`` modules on :mod:`visionattn.ops` (``na1d/na2d/na3d``).
 
-Why our own: the NAT/DiNAT checkpoints were trained with NATTEN 0.14-0.17, whose module (relative
+Why our own: the NAT/DiNAT checkpoints were trained with NATTEN 0.14-0.17, whose modules (relative
 positional bias, zero-padding of small inputs) current NATTEN no longer ships. Parameter names and
-shapes are NATTEN 0.14's (``qkv``, ``rpb``, ``proj``), so the official state dicts load unchanged.
+shapes are NATTEN's (``qkv``, ``rpb``, ``proj``), so the official state dicts load unchanged.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..ops import na2d
+from ..ops import na1d, na2d, na3d
 
-__all__ = ['NeighborhoodAttention2D']
+__all__ = ['NeighborhoodAttention1D', 'NeighborhoodAttention2D', 'NeighborhoodAttention3D']
 
 
-class NeighborhoodAttention2D(nn.Module):
-    """Multi-head 2-D neighbourhood attention over a ``(B, H, W, C)`` map, as in NATTEN 0.14.
+class _NeighborhoodAttention(nn.Module):
+    """Multi-head neighbourhood attention over a ``(batch, *spatial, channels)`` map, as in NATTEN 0.14.
 
-    Maps smaller than ``kernel_size * dilation`` are zero-padded on the right/bottom before the qkv
+    Maps smaller than ``kernel_size * dilation`` along an axis are zero-padded at its end before the qkv
     projection (the padded tokens take part in attention, as upstream) and cropped afterwards.
     The backend is chosen by :mod:`visionattn.ops.dispatch` (``visionattn.use_backend(...)``).
     """
 
-    def __init__(self, dim: int, num_heads: int, kernel_size: int, dilation: Optional[int] = 1, bias: bool = True,
-                 qkv_bias: bool = True, qk_scale: Optional[float] = None, attn_drop: float = 0.,
-                 proj_drop: float = 0.) -> None:
+    def __init__(self, name: str, op: Callable[..., Tensor], dim: int, num_heads: int,
+                 kernels: tuple[int, ...], dilations: tuple[int, ...], bias: bool, qkv_bias: bool,
+                 qk_scale: Optional[float], attn_drop: float, proj_drop: float) -> None:
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f'NeighborhoodAttention2D: dim ({dim}) must be divisible by num_heads ({num_heads})')
-        if kernel_size < 3 or kernel_size % 2 == 0:
-            raise ValueError(f'NeighborhoodAttention2D: kernel_size must be odd and >= 3, got {kernel_size}')
-        dilation = 1 if dilation is None else dilation  # NAT passes None for 'no dilation', like NATTEN
-        if dilation < 1:
-            raise ValueError(f'NeighborhoodAttention2D: dilation must be >= 1, got {dilation}')
+            raise ValueError(f'{name}: dim ({dim}) must be divisible by num_heads ({num_heads})')
+        if any(k < 3 or k % 2 == 0 for k in kernels):
+            raise ValueError(f'{name}: kernel_size must be odd and >= 3 (NATTEN 0.14 centres the window on '
+                             f'the query), got {kernels}')
+        if any(d < 1 for d in dilations):
+            raise ValueError(f'{name}: dilation must be >= 1, got {dilations}')
         if attn_drop:
-            raise ValueError('NeighborhoodAttention2D: attention dropout is not supported (the fused '
-                             'operator never forms the attention matrix); NAT/DiNAT use attn_drop=0. '
-                             'Use proj_drop or drop_path for regularisation.')
+            raise ValueError(f'{name}: attention dropout is not supported (the fused operator never forms '
+                             'the attention matrix); NAT/DiNAT use attn_drop=0. Use proj_drop or drop_path '
+                             'for regularisation.')
+        self._name, self._op = name, op
+        self._kernels, self._dilations = kernels, dilations
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = qk_scale or self.head_dim ** -0.5
-        self.kernel_size = kernel_size
-        self.dilation = dilation
-        self.window_size = kernel_size * dilation
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         if bias:
-            self.rpb = nn.Parameter(torch.zeros(num_heads, 2 * kernel_size - 1, 2 * kernel_size - 1))
+            self.rpb = nn.Parameter(torch.zeros(num_heads, *(2 * k - 1 for k in kernels)))
             nn.init.trunc_normal_(self.rpb, std=.02, mean=0., a=-2., b=2.)
         else:
             self.register_parameter('rpb', None)
@@ -56,22 +55,80 @@ class NeighborhoodAttention2D(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4:
-            raise ValueError(f'NeighborhoodAttention2D expects (batch, height, width, channels), got shape '
-                             f'{tuple(x.shape)}')
-        batch, height, width, channels = x.shape
-        pad_right, pad_bottom = max(0, self.window_size - width), max(0, self.window_size - height)
-        if pad_right or pad_bottom:
-            x = F.pad(x, (0, 0, 0, pad_right, 0, pad_bottom))
-        padded_h, padded_w = height + pad_bottom, width + pad_right
-        qkv = self.qkv(x).view(batch, padded_h, padded_w, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.unbind(3)
-        x = na2d(q, k, v, self.kernel_size, self.dilation, rpb=self.rpb, scale=self.scale)
-        x = x.reshape(batch, padded_h, padded_w, channels)
-        if pad_right or pad_bottom:
-            x = x[:, :height, :width]
+        rank = len(self._kernels)
+        if x.dim() != rank + 2:
+            axes = {1: 'length', 2: 'height, width', 3: 'depth, height, width'}[rank]
+            raise ValueError(f'{self._name} expects (batch, {axes}, channels), got shape {tuple(x.shape)}')
+        spatial = x.shape[1:-1]
+        pads = [max(0, k * d - size) for k, d, size in zip(self._kernels, self._dilations, spatial)]
+        if any(pads):
+            x = F.pad(x, [0, 0] + [p for pad in reversed(pads) for p in (0, pad)])  # last axis first
+        padded = x.shape[1:-1]
+        qkv = self.qkv(x).view(x.shape[0], *padded, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.unbind(-3)
+        x = self._attend(q, k, v).reshape(x.shape)
+        if any(pads):
+            for axis, size in enumerate(spatial, start=1):
+                x = x.narrow(axis, 0, size)
         return self.proj_drop(self.proj(x))
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        return self._op(q, k, v, self._kernels, self._dilations, rpb=self.rpb, scale=self.scale)
 
     def extra_repr(self) -> str:
         return (f'head_dim={self.head_dim}, num_heads={self.num_heads}, kernel_size={self.kernel_size}, '
                 f'dilation={self.dilation}, rel_pos_bias={self.rpb is not None}')
+
+
+class NeighborhoodAttention1D(_NeighborhoodAttention):
+    """NATTEN 0.14's ``NeighborhoodAttention1D`` over ``(batch, length, channels)``; rpb ``(heads, 2k-1)``."""
+
+    def __init__(self, dim: int, num_heads: int, kernel_size: int, dilation: Optional[int] = 1, bias: bool = True,
+                 qkv_bias: bool = True, qk_scale: Optional[float] = None, attn_drop: float = 0.,
+                 proj_drop: float = 0.) -> None:
+        dilation = 1 if dilation is None else dilation  # NATTEN takes None for 'no dilation'
+        super().__init__('NeighborhoodAttention1D', na1d, dim, num_heads, (kernel_size,), (dilation,), bias,
+                         qkv_bias, qk_scale, attn_drop, proj_drop)
+        self.kernel_size = kernel_size
+        self.dilation = dilation
+        self.window_size = kernel_size * dilation
+
+
+class NeighborhoodAttention2D(_NeighborhoodAttention):
+    """NATTEN 0.14's ``NeighborhoodAttention2D`` over ``(batch, height, width, channels)``; rpb
+    ``(heads, 2k-1, 2k-1)``. NAT and DiNAT are built on it."""
+
+    def __init__(self, dim: int, num_heads: int, kernel_size: int, dilation: Optional[int] = 1, bias: bool = True,
+                 qkv_bias: bool = True, qk_scale: Optional[float] = None, attn_drop: float = 0.,
+                 proj_drop: float = 0.) -> None:
+        dilation = 1 if dilation is None else dilation  # NAT passes None for 'no dilation', like NATTEN
+        super().__init__('NeighborhoodAttention2D', na2d, dim, num_heads, (kernel_size,) * 2, (dilation,) * 2,
+                         bias, qkv_bias, qk_scale, attn_drop, proj_drop)
+        self.kernel_size = kernel_size
+        self.dilation = dilation
+        self.window_size = kernel_size * dilation
+
+
+class NeighborhoodAttention3D(_NeighborhoodAttention):
+    """NATTEN 0.15's ``NeighborhoodAttention3D`` over ``(batch, depth, height, width, channels)``: kernel and
+    dilation ``(kernel_size_d, kernel_size, kernel_size)`` / ``(dilation_d, dilation, dilation)``, the
+    depth values defaulting to the spatial ones; rpb ``(heads, 2k_d-1, 2k-1, 2k-1)``. Unlike NATTEN 0.15,
+    which pads only height and width, a short depth is padded too (NATTEN's op rejects it)."""
+
+    def __init__(self, dim: int, num_heads: int, kernel_size: int, kernel_size_d: Optional[int] = None,
+                 dilation: Optional[int] = 1, dilation_d: Optional[int] = None, bias: bool = True,
+                 qkv_bias: bool = True, qk_scale: Optional[float] = None, attn_drop: float = 0.,
+                 proj_drop: float = 0.) -> None:
+        dilation = 1 if dilation is None else dilation
+        kernel_size_d = kernel_size if kernel_size_d is None else kernel_size_d
+        dilation_d = dilation if dilation_d is None else dilation_d
+        super().__init__('NeighborhoodAttention3D', na3d, dim, num_heads, (kernel_size_d, kernel_size, kernel_size),
+                         (dilation_d, dilation, dilation), bias, qkv_bias, qk_scale, attn_drop, proj_drop)
+        self.kernel_size, self.kernel_size_d = kernel_size, kernel_size_d
+        self.dilation, self.dilation_d = dilation, dilation_d
+        self.window_size, self.window_size_d = kernel_size * dilation, kernel_size_d * dilation_d
+
+    def extra_repr(self) -> str:
+        return (f'head_dim={self.head_dim}, num_heads={self.num_heads}, kernel_size_d={self.kernel_size_d}, '
+                f'dilation_d={self.dilation_d}, kernel_size={self.kernel_size}, dilation={self.dilation}, '
+                f'rel_pos_bias={self.rpb is not None}')
