@@ -1,4 +1,5 @@
-"""NeighborhoodAttention2D: NATTEN 0.14 parameter layout, padding of small maps, forward semantics."""
+"""NeighborhoodAttention1D/2D/3D: NATTEN 0.14-0.15 parameter layout, padding of small maps, forward
+semantics, and export before any eager call (issue 20)."""
 from __future__ import annotations
 
 import re
@@ -7,8 +8,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+import visionattn.ops.na as na
+from test_ops_na import oracle
 from test_ops_na2d import reference_na2d
-from visionattn.layers import NeighborhoodAttention2D
+from visionattn.layers import NeighborhoodAttention1D, NeighborhoodAttention2D, NeighborhoodAttention3D
+from visionattn.ops import use_backend
 
 
 def natten014_forward(module: NeighborhoodAttention2D, x: torch.Tensor) -> torch.Tensor:
@@ -65,17 +69,82 @@ def test_parameters_match_official_checkpoints(upstream_manifests):
     assert checked > 0
 
 
-def test_onnx_export_matches_eager(tmp_path):
+@pytest.mark.slow
+def test_onnx_export_before_any_eager_call_then_eager_then_again(tmp_path):
+    """Issue 20: exported before the model ever ran, the next eager forward returned the exporter's
+    FakeTensor and a second export failed (a shape cache kept the tracer's tensors). Two exports, ~1 min."""
     pytest.importorskip('onnxscript')
     ort = pytest.importorskip('onnxruntime')
+    na._PLANS.clear()  # as in a fresh process
     module = NeighborhoodAttention2D(16, 2, 3, dilation=2).eval()
     x = torch.randn(1, 9, 8, 16)
+    torch.onnx.export(module, (x,), dynamo=True).save(str(tmp_path / 'first.onnx'))
+    assert len(na._PLANS) == 0  # nothing cached under the exporter
     with torch.no_grad():
-        want = module(x).numpy()
-    torch.onnx.export(module, (x,), dynamo=True).save(str(tmp_path / 'na.onnx'))
-    session = ort.InferenceSession(str(tmp_path / 'na.onnx'))
-    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-    assert abs(got - want).max() < 1e-5
+        eager = module(x)
+        with use_backend('reference'):
+            want = module(x)
+    assert type(eager) is torch.Tensor
+    torch.testing.assert_close(eager, want, atol=1e-5, rtol=1e-5)
+    torch.onnx.export(module, (x,), dynamo=True).save(str(tmp_path / 'second.onnx'))
+    for name in ('first', 'second'):
+        session = ort.InferenceSession(str(tmp_path / f'{name}.onnx'))
+        got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+        assert abs(got - want.numpy()).max() < 1e-5, name
+
+
+def test_torch_export_and_compile_before_any_eager_call():
+    na._PLANS.clear()
+    module = NeighborhoodAttention3D(8, 2, 3, kernel_size_d=3, dilation_d=2).eval()
+    x = torch.randn(2, 6, 4, 3, 8)
+    exported = torch.export.export(module, (x,))
+    with torch.no_grad():
+        compiled = torch.compile(module, backend='aot_eager', fullgraph=True)(x)
+        eager = module(x)
+        with use_backend('reference'):
+            want = module(x)
+    assert type(eager) is torch.Tensor
+    for got in (eager, compiled, exported.module()(x)):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def natten_forward(module, x: torch.Tensor) -> torch.Tensor:
+    """NATTEN 0.14-0.15's module forward (pad every axis at its end, crop after) on the dense oracle."""
+    kernel, dilation = module._kernels, module._dilations
+    spatial = x.shape[1:-1]
+    pads = [max(0, k * d - size) for k, d, size in zip(kernel, dilation, spatial)]
+    x = F.pad(x, [0, 0] + [p for pad in reversed(pads) for p in (0, pad)])
+    q, k, v = module.qkv(x).reshape(*x.shape[:-1], 3, module.num_heads, module.head_dim).unbind(-3)
+    rank = len(kernel)
+    out = oracle(q * module.scale, k, v, kernel, dilation, (1,) * rank, (False,) * rank, module.rpb, 1.0)
+    out = out.reshape(x.shape)[(slice(None), *(slice(0, size) for size in spatial))]
+    return module.proj(out.to(x.dtype))
+
+
+@pytest.mark.parametrize('module, size', [
+    (NeighborhoodAttention1D(16, 2, 5, dilation=2), (13,)),
+    (NeighborhoodAttention1D(16, 2, 3, bias=False), (2,)),  # padded
+    (NeighborhoodAttention3D(16, 2, 3, kernel_size_d=5, dilation_d=1, dilation=2), (6, 7, 6)),
+    (NeighborhoodAttention3D(16, 2, 3), (2, 3, 4)),  # every axis padded
+])
+def test_1d_and_3d_match_natten(module, size):
+    module = module.double()
+    if module.rpb is not None:
+        torch.nn.init.normal_(module.rpb)
+    x = torch.randn(2, *size, 16, dtype=torch.float64, requires_grad=True)
+    out = module(x)
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, natten_forward(module, x))
+    out.square().sum().backward()
+    assert x.grad is not None
+
+
+def test_1d_and_3d_parameter_layout():
+    assert {n: tuple(p.shape) for n, p in NeighborhoodAttention1D(8, 2, 5).named_parameters()} == {
+        'qkv.weight': (24, 8), 'qkv.bias': (24,), 'rpb': (2, 9), 'proj.weight': (8, 8), 'proj.bias': (8,)}
+    module = NeighborhoodAttention3D(8, 2, 3, kernel_size_d=5, dilation=2)
+    assert module.rpb.shape == (2, 9, 5, 5) and (module.dilation_d, module.window_size_d) == (2, 10)
+    assert 'kernel_size_d=5, dilation_d=2, kernel_size=3, dilation=2' in repr(module)
 
 
 def test_qk_scale_and_repr():

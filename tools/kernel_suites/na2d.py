@@ -207,9 +207,9 @@ def _implementations(problem: Problem, device: torch.device) -> dict[str, Callab
     kernel, dilation = problem.kernel, problem.dilation
     impls: dict[str, Callable] = {}
     if device.type == 'cuda' or triton_interpreted():  # interpreted: a CPU check of the suite itself
-        impls['triton'] = lambda q, k, v, rpb, s: na2d(q, k, v, kernel, dilation, rpb, s, backend='triton')
+        impls['triton'] = lambda q, k, v, rpb, s: na2d(q, k, v, kernel, dilation, rpb=rpb, scale=s, backend='triton')
     if problem.unfused:
-        impls['torch'] = lambda q, k, v, rpb, s: na2d(q, k, v, kernel, dilation, rpb, s, backend='torch')
+        impls['torch'] = lambda q, k, v, rpb, s: na2d(q, k, v, kernel, dilation, rpb=rpb, scale=s, backend='torch')
         impls['naive'] = lambda q, k, v, rpb, s: naive_na2d(q, k, v, kernel, dilation, rpb, s)
     return impls
 
@@ -238,7 +238,7 @@ def run(device: torch.device, dtypes: list[torch.dtype], quick: bool) -> list[Ro
             if problem.unfused:
                 q, k, v, rpb = _inputs(problem, device, dtype)
                 with torch.no_grad():
-                    reference = na2d(q, k, v, problem.kernel, problem.dilation, rpb, backend='torch')
+                    reference = na2d(q, k, v, problem.kernel, problem.dilation, rpb=rpb, backend='torch')
                 del q, k, v, rpb
             for mode in modes:
                 measured = {}

@@ -302,6 +302,9 @@ class _ShapeCache:
                 self._items.popitem(last=False)
         return value
 
+    def __len__(self) -> int:
+        return len(self._items)
+
     def clear(self) -> None:
         self._items.clear()
 
@@ -422,7 +425,10 @@ def _setup(q: Tensor, geometry: _Geometry, chunked: bool) -> tuple[_Plan, torch.
 
 
 def _all_finite(*tensors: Optional[Tensor]) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in tensors if t is not None)
+    """No element is NaN or inf. One sum per tensor: a NaN or inf element makes its sum non-finite, and a
+    finite sum that overflows only sends the call down the exact path for non-finite inputs."""
+    total = sum(t.sum(dtype=_compute_dtype(t.dtype)).double() for t in tensors if t is not None)
+    return bool(torch.isfinite(total))
 
 
 def _flat_padded(x: Tensor, dtype: torch.dtype) -> Tensor:
@@ -443,7 +449,7 @@ def _bias(plan: _Plan, rpb: Optional[Tensor], dtype: torch.dtype) -> Tensor:
     if rpb is None:
         bias = torch.zeros(plan.in_window.shape, dtype=dtype, device=plan.in_window.device)
         return bias.masked_fill_(~plan.in_window, -math.inf).unsqueeze(0)
-    table = rpb.to(dtype).reshape(rpb.shape[0], -1)
+    table = rpb.to(dtype).flatten(1)
     return table[:, plan.bias_index].masked_fill_(~plan.in_window, -math.inf)
 
 
@@ -458,6 +464,13 @@ def _unblock(blocked: Tensor, plan: _Plan, spatial: Sequence[int]) -> Tensor:
 def _heads_last(x: Tensor) -> Tensor:
     """(B, heads, X, Y, Z, D) -> (B, X, Y, Z, heads, D) view."""
     return x.permute(0, 2, 3, 4, 1, 5)
+
+
+def _occupied_windows(plan: _Plan, q: Tensor) -> Tensor:
+    """The windows of the occupied query slots only: an empty slot's zero query times an infinite key is
+    nan, which must not reach the key's gradients."""
+    occupied = plan.query_index < math.prod(q.shape[1:4])
+    return plan.in_window & occupied.view(plan.blocks, plan.queries, 1)
 
 
 def _local_matmul(a: Tensor, x: Tensor, pattern: Optional[Tensor]) -> Tensor:
@@ -486,14 +499,15 @@ def _torch_forward(q: Tensor, k: Tensor, v: Tensor, rpb: Optional[Tensor], geome
     finite = not traced and _all_finite(q, k, v, rpb)
     with torch.autocast(q.device.type, enabled=False):
         bias = _bias(plan, rpb, dtype)
-        pattern = None if finite else plan.in_window.to(dtype)
+        window = None if finite else _occupied_windows(plan, q)
+        pattern = None if finite else window.to(dtype)
         outs, lses = [], []
         for b0, b1 in chunks:
             qb = _gather(q[b0:b1], plan.query_index, plan, dtype).mul_(scale)  # NATTEN scales q first
             kb = _gather(k[b0:b1], plan.key_index, plan, dtype)
             logits = torch.matmul(qb, kb.transpose(-1, -2)).add_(bias)
             if not finite:  # nan + -inf is nan: select instead
-                logits = torch.where(plan.in_window, logits, -math.inf)
+                logits = torch.where(window, logits, -math.inf)
             del qb, kb
             row_max = logits.amax(dim=-1, keepdim=True)
             probs = logits.sub_(row_max).exp_()
@@ -511,7 +525,7 @@ def _torch_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, rpb: Opti
     """PyTorch path backward: recompute the probabilities from ``lse``, then dQ, dK, dV, dRPB."""
     batch, *spatial, heads, _ = q.shape
     dtype = _compute_dtype(q.dtype)
-    grad_rpb = None if rpb is None else torch.zeros(heads, rpb[0].numel(), dtype=dtype, device=q.device)
+    grad_rpb = None if rpb is None else torch.zeros(heads, math.prod(rpb.shape[1:]), dtype=dtype, device=q.device)
     if q.numel() == 0:
         grads = [torch.zeros_like(q, memory_format=torch.contiguous_format) for _ in range(3)]
         return (*grads, None if rpb is None else grad_rpb.view(rpb.shape).to(rpb.dtype))
@@ -527,7 +541,8 @@ def _torch_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, rpb: Opti
 
     with torch.autocast(q.device.type, enabled=False):
         bias = _bias(plan, rpb, dtype)
-        pattern = None if finite else plan.in_window.to(dtype)
+        window = None if finite else _occupied_windows(plan, q)
+        pattern = None if finite else window.to(dtype)
         pattern_t = None if finite else pattern.transpose(-1, -2)
         for b0, b1 in chunks:
             qb = _gather(q[b0:b1], plan.query_index, plan, dtype).mul_(scale)
@@ -540,11 +555,11 @@ def _torch_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, rpb: Opti
             lse_b, delta_b = _gather(rows, plan.query_index, plan, dtype).unbind(-1)
             probs = torch.matmul(qb, kb.transpose(-1, -2)).add_(bias).sub_(lse_b.unsqueeze(-1)).exp_()
             if not finite:  # exp(-inf - nan) is nan: outside the windows probs are exactly 0
-                probs = torch.where(plan.in_window, probs, 0)
+                probs = torch.where(window, probs, 0)
             grads_v.append(scatter_keys(_local_matmul(probs.transpose(-1, -2), dob, pattern_t)))
             grad_logits = torch.matmul(dob, vb.transpose(-1, -2)).sub_(delta_b.unsqueeze(-1)).mul_(probs)
             if not finite:  # 0 * nan is nan
-                grad_logits = torch.where(plan.in_window, grad_logits, 0)
+                grad_logits = torch.where(window, grad_logits, 0)
             del probs, vb, dob
             grads_q.append(_heads_last(_unblock(_local_matmul(grad_logits, kb, pattern).mul_(scale), plan,
                                                 spatial)).to(q.dtype))
@@ -692,7 +707,7 @@ def _reference_forward(q: Tensor, k: Tensor, v: Tensor, rpb: Optional[Tensor], g
     key = _flat_positions([a[0] for a in axes], spatial).view(-1, math.prod(geometry.kernel))  # (N, taps)
     valid = functools.reduce(torch.logical_and, _spread([a[1] for a in axes])).reshape(key.shape)
     with torch.autocast(q.device.type, enabled=False):
-        qf, kf, vf = (t.reshape(batch, -1, heads, head_dim).to(dtype) for t in (q, k, v))
+        qf, kf, vf = (t.reshape(batch, key.shape[0], heads, head_dim).to(dtype) for t in (q, k, v))
         keys = torch.where(valid[:, :, None, None], kf[:, key], 0)     # (B, N, taps, heads, D)
         values = torch.where(valid[:, :, None, None], vf[:, key], 0)
         logits = torch.einsum('bnhd,bnthd->bnht', qf * scale, keys)
@@ -700,7 +715,7 @@ def _reference_forward(q: Tensor, k: Tensor, v: Tensor, rpb: Optional[Tensor], g
             widths = [2 * kk - 1 for kk in geometry.kernel]
             spread = _spread([a[2] for a in axes])
             index = functools.reduce(lambda acc, bw: acc * bw[1] + bw[0], zip(spread[1:], widths[1:]), spread[0])
-            table = rpb.to(dtype).reshape(heads, -1)[:, index.reshape(key.shape)]  # (heads, N, taps)
+            table = rpb.to(dtype).flatten(1)[:, index.reshape(key.shape)]  # (heads, N, taps)
             logits = logits + table.permute(1, 0, 2)
         logits = torch.where(valid[:, None, :], logits, -math.inf)
         out = torch.einsum('bnht,bnthd->bnhd', logits.softmax(-1), values)
@@ -793,12 +808,11 @@ def _flex_forward(q: Tensor, k: Tensor, v: Tensor, rpb: Optional[Tensor], geomet
     block_mask = _flex_block_mask(tuple(spatial), geometry, q.device)
 
     def run(q, k, v, rpb):
-        qf, kf, vf = (t.reshape(batch, -1, heads, head_dim).transpose(1, 2) for t in (q, k, v))
+        qf, kf, vf = (t.reshape(batch, math.prod(spatial), heads, head_dim).transpose(1, 2) for t in (q, k, v))
         score_mod = None if rpb is None else _flex_score_mod(spatial, geometry, rpb)
         out = _compiled_flex_attention()(qf, kf, vf, score_mod=score_mod, block_mask=block_mask, scale=scale)
         return out.transpose(1, 2).reshape(q.shape)
 
-    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, rpb))
-    if q.device.type == 'cpu' and needs_grad:
+    if q.device.type == 'cpu':  # always without autograd there, so that one compiled graph serves every call
         return _NoBackward.apply(run, q, k, v, rpb)
     return run(q, k, v, rpb)
