@@ -14,7 +14,6 @@ import random
 import pytest
 import torch
 
-import visionattn.ops.na as na
 from visionattn.errors import UnsupportedBackendError
 from visionattn.ops import na2d
 from visionattn.ops.dispatch import triton_importable
@@ -130,14 +129,6 @@ def test_torch_path_matches_reference(seed):
                                with_rpb=seed % 3 != 0, strided=seed % 2 == 0)
     check_against_reference(case, q, k, v, rpb, 'torch', *TOLERANCE[torch.float64],
                             scale=None if seed % 2 else 0.3)
-
-
-def test_torch_path_batch_chunks(monkeypatch):
-    """The PyTorch path splits the batch into chunks to bound its temporaries; results must not change."""
-    case = dict(kernel=(3, 5), dilation=(2, 1), height=9, width=7)
-    q, k, v, rpb = make_inputs(case, batch=3, heads=2, dim=4, dtype=torch.float64, with_rpb=True)
-    monkeypatch.setattr(na, '_CHUNK_ELEMENTS', 1)
-    check_against_reference(case, q, k, v, rpb, 'torch', *TOLERANCE[torch.float64])
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])

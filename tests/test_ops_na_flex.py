@@ -31,10 +31,13 @@ def test_mask_and_score_mods_match_the_reference(seed):
                             (False,) * pad + geo['is_causal'])
     spatial = (1,) * pad + geo['spatial']
     qf, kf, vf = (t.detach().reshape(1, -1, 2, 4).transpose(1, 2) for t in (q, k, v))
-    score_mod = None if rpb is None else na._flex_score_mod(spatial, geometry, rpb.detach().reshape(2, *(1,) * pad, *rpb.shape[1:]))
+    score_mod = None
+    if rpb is not None:
+        score_mod = na._flex_score_mod(spatial, geometry, rpb.detach().reshape(2, *(1,) * pad, *rpb.shape[1:]))
+    block_mask = na._flex_block_mask(spatial, geometry, q.device)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # "flex_attention called without torch.compile()": intended here
-        out = flex_attention(qf, kf, vf, score_mod=score_mod, block_mask=na._flex_block_mask(spatial, geometry, q.device))
+        out = flex_attention(qf, kf, vf, score_mod=score_mod, block_mask=block_mask)
     want = call(geo, q.detach(), k.detach(), v.detach(), None if rpb is None else rpb.detach(), 'reference')
     torch.testing.assert_close(out.transpose(1, 2).reshape(q.shape), want, atol=1e-5, rtol=1e-5)
 

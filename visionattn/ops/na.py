@@ -38,7 +38,8 @@ shape, contiguous, in q's dtype.
 Backends (picked by :mod:`.dispatch` from ``CAPABILITIES['na']``):
 
 - ``'torch'``: the pure PyTorch path below, any device and floating dtype, forward and backward.
-- ``'triton'``: the fused kernels of ``visionattn.kernels``.
+- ``'triton'``: the fused kernels of ``visionattn.kernels`` (today ``kernels/na2d.py``: 2-D, stride 1,
+  non-causal, odd kernels, as ``dispatch.CAPABILITIES['na']['triton']`` states).
 - ``'reference'``: the explicit per-query formulation (:func:`_reference_forward`): each query
   gathers its own window's keys and values and takes a softmax over them; autograd through plain
   PyTorch. Slow and memory-hungry (``tokens x window x head_dim``), written to be read: the tests
