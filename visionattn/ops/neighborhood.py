@@ -329,7 +329,7 @@ def _torch_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, rpb: Opti
 # ----------------------------------------------------------------------------------------------------
 
 def _triton_kernels():
-    from visionattn.kernels import na2d as kernels  # lazy: visionattn imports without Triton
+    from visionattn.kernels import na as kernels  # lazy: visionattn imports without Triton
     return kernels
 
 
@@ -337,7 +337,10 @@ def _triton_kernels():
 def _forward_op(q: Tensor, k: Tensor, v: Tensor, rpb: Optional[Tensor], kernel_size: list[int],
                 dilation: list[int], scale: float, backend: str) -> tuple[Tensor, Tensor]:
     if backend == 'triton':
-        return _triton_kernels().forward(q, k, v, rpb, kernel_size, dilation, scale, triton_interpreted())
+        out, lse = _triton_kernels().forward(  # 2-D as 3-D with a unit leading axis
+            q[:, None], k[:, None], v[:, None], None if rpb is None else rpb[:, None], [1, *kernel_size],
+            [1, *dilation], [1, 1, 1], [False] * 3, scale, triton_interpreted())
+        return out[:, 0], lse[:, :, 0]
     return _torch_forward(q, k, v, rpb, kernel_size, dilation, scale)
 
 
@@ -353,8 +356,12 @@ def _backward_op(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, rpb: Optiona
                  backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """dQ, dK, dV and dRPB (an empty tensor when there is no rpb: op outputs cannot be None)."""
     if backend == 'triton':
-        grad_q, grad_k, grad_v, grad_rpb = _triton_kernels().backward(
-            grad_out, q, k, v, rpb, out, lse, kernel_size, dilation, scale, triton_interpreted())
+        grad_q, grad_k, grad_v, grad_rpb = _triton_kernels().backward(  # 2-D as 3-D with a unit leading axis
+            grad_out[:, None], q[:, None], k[:, None], v[:, None], None if rpb is None else rpb[:, None],
+            out[:, None], lse[:, :, None], [1, *kernel_size], [1, *dilation], [1, 1, 1], [False] * 3, scale,
+            triton_interpreted())
+        grad_q, grad_k, grad_v = grad_q[:, 0], grad_k[:, 0], grad_v[:, 0]
+        grad_rpb = None if grad_rpb is None else grad_rpb[:, 0]
     else:
         grad_q, grad_k, grad_v, grad_rpb = _torch_backward(grad_out, q, k, v, rpb, out, lse, kernel_size,
                                                            dilation, scale)
