@@ -13,33 +13,46 @@ the queries of one stride group ``ip // s`` share the window of their leader; ke
 - causal: leader ``min(ip // s * s + s - 1, Lg - 1)``, ``start = max(leader - k + 1, 0)``,
   ``end = ip + 1`` (the window ends at the query).
 
+Accepted (the ops check it, as NATTEN >= 0.20 does): per axis ``1 <= s <= k`` and ``L >= k * d``; any
+``k >= 1`` (even kernels too; NATTEN asks ``k >= 2`` on real axes, ``k = 1`` is a unit axis); RPB only
+with stride 1 and no causal axis, its bias of key ``kp`` for query ``ip`` at ``kp - ip + k - 1`` per axis.
+
 Tiling (FlashAttention-style, tile-dense like NATTEN's fused kernels): a program owns a box of query
 lanes ``BLOCK_QX x BLOCK_QY x BLOCK_QZ`` of one dilation group. Window starts and ends are monotone in
-the query position, so the windows of a box of queries lie in one box of keys, which the program walks
-in chunks of ``BLOCK_KX x BLOCK_KY x BLOCK_KZ`` keys (one flat loop, so Triton can pipeline it): one
-``tl.dot`` per chunk, the windows (and the RPB lookup) as a mask, an online softmax in fp32; the
-attention matrix never reaches global memory. Along an axis with stride ``s <= BLOCK``, a tile holds
-whole stride groups (``BLOCK - BLOCK % s`` positions; the other lanes idle): at ``s = k`` a tile of one
-stride group per axis then sees exactly its window, and no computed logit of a real query is wasted.
-The backward recomputes the probabilities from the saved log-sum-exp: one kernel per query tile for
-dQ (and dRPB, accumulated per query and window tap, then folded into the table on the host), one per
-key tile for dK and dV, walking the box of queries whose windows can hold its keys (also a box).
+the query position, so the windows of a box of queries lie in one box of keys (with stride, a stride
+group shares one window; with causal, windows end at the query), which the program walks in chunks of
+``BLOCK_KX x BLOCK_KY x BLOCK_KZ`` keys (one flat loop, which Triton can pipeline): one ``tl.dot`` per
+chunk, the windows (and the RPB lookup) as a mask, an online softmax in fp32; the attention matrix never
+reaches global memory. Along an axis with stride ``s <= BLOCK``, a tile owns whole stride groups
+(``BLOCK - BLOCK % s`` positions; the remaining lanes idle): at ``s = k`` a tile of one stride group per
+axis sees exactly its window, so every (query, key) pair it computes is in a window (the GNA paper's
+point); only the padding of lanes to powers of two idles. The backward recomputes the probabilities
+from the saved log-sum-exp: one kernel per query tile for dQ (and dRPB, accumulated per query and
+window tap, then folded into the table on the host), one per key tile for dK and dV, walking the box of
+queries whose windows can hold its keys (``_query_range``: the window rule inverted).
 
-Non-finite inputs stay local: a NaN/inf in q, k or v reaches exactly the queries (and gradients) that
-the per-query formulas give. Logits outside a window are selected out (``tl.where``), never added
-``-inf``; and where a dot would multiply a zero probability (or zero gradient) of a lane outside a
-window with a non-finite row of V, K, Q or dO, that row enters the dot as zeros and a per-row NaN is
-added instead to the multiplier of exactly the in-window lanes (``_nonfinite_rows``). No host sync.
+Non-finite inputs stay local: a NaN/inf in q, k or v reaches exactly the queries (and gradient rows)
+that the per-query formulas give, with no host sync. Logits outside a window are selected out
+(``tl.where``), never added ``-inf``; and where a dot would multiply a zero probability (or gradient) of
+a lane outside a window with a non-finite row of V, K, Q or dO (0 * inf = NaN), that row enters the dot
+as zeros and a per-row NaN is added instead to exactly the in-window lanes of the other operand
+(``_split_nonfinite``). Cost, by reasoning (not measured: no GPU yet): per key chunk the forward adds
+about 4 ALU operations per element of the V block (x * 0, a row sum, a compare, a select) and 2 per
+logit (a select and an add), on data already in registers and with no extra memory traffic, against
+about 20 per logit already spent on the mask and the online softmax: at most ~10-15 % more ALU work
+where the kernel is ALU-bound (small head_dim, where masking dominates), about nothing where it is
+memory-bound; the backward adds the same per K block (dQ) and per Q and dO block (dK/dV) against a
+larger baseline, ~5-10 %.
 
 Tile configurations: :func:`tile_candidates` generates a small ``triton.autotune`` space per kernel
-and problem (autotuned on the first call per problem on a GPU; a cost model can prune it there); under
-Triton's CPU interpreter one fixed configuration runs (:func:`interpreter_tile`).
+and problem (autotuned on the first call per problem on a GPU; a cost model can prune the list); under
+Triton's CPU interpreter one fixed configuration runs (:func:`interpreter_tile`), and index arithmetic
+runs in int64 there (the interpreter checks each int32 operation for overflow, which doubles its cost).
 """
 from __future__ import annotations
 
 import bisect
 import functools
-import itertools
 import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -49,7 +62,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-__all__ = ['Problem', 'TileConfig', 'forward', 'backward', 'tile_candidates', 'interpreter_tile',
+__all__ = ['KINDS', 'Problem', 'TileConfig', 'forward', 'backward', 'tile_candidates', 'interpreter_tile',
            'window_bounds']
 
 _LOG2E = 1.4426950408889634
