@@ -274,6 +274,7 @@ def _forward_kernel(Q, K, V, RPB, OUT, LSE,
         acc = acc * alpha[:, None] + _mma(p.to(v.dtype), v, PRECISION, FP32_DOT)
         m_i = m_new
 
+    l_i = tl.where(q_valid, l_i, 1.)  # idle lanes: no 0 / 0
     _store(OUT + b * sgb + n * sgn, pos_x, pos_y, pos_z, sgx, sgy, sgz, sgd, q_valid, head_dim, acc / l_i[:, None],
            BLOCK_D)
     lse_rows = (((b * heads + n) * X + pos_x) * Y + pos_y) * Z + pos_z  # (batch, heads, X, Y, Z) contiguous
