@@ -246,7 +246,7 @@ def _forward_kernel(Q, K, V, RPB, OUT, LSE,
      start_x, end_x, start_y, end_y, start_z, end_z, lo_x, hi_x, lo_y, hi_y, lo_z, hi_z) = _query_tile(
         X, Y, Z, dil_x, dil_y, dil_z, str_x, str_y, str_z, kern_x, kern_y, kern_z,
         CAUSAL_X, CAUSAL_Y, CAUSAL_Z, BLOCK_QX, BLOCK_QY, BLOCK_QZ, IDX)
-    n = tl.program_id(1)
+    n = tl.program_id(1).to(tl.int64)  # head
     q = _load(Q + b * sqb + n * sqn, pos_x, pos_y, pos_z, sqx, sqy, sqz, sqd, q_valid, head_dim, BLOCK_D)
     rpb_base = RPB + n * srn
     k_base, v_base = K + b * skb + n * skn, V + b * svb + n * svn
@@ -301,7 +301,7 @@ def _backward_dq_kernel(Q, K, V, RPB, DO, LSE, DELTA, DQ, DBIAS,
      start_x, end_x, start_y, end_y, start_z, end_z, lo_x, hi_x, lo_y, hi_y, lo_z, hi_z) = _query_tile(
         X, Y, Z, dil_x, dil_y, dil_z, str_x, str_y, str_z, kern_x, kern_y, kern_z,
         CAUSAL_X, CAUSAL_Y, CAUSAL_Z, BLOCK_QX, BLOCK_QY, BLOCK_QZ, IDX)
-    n = tl.program_id(1)
+    n = tl.program_id(1).to(tl.int64)  # head
     q = _load(Q + b * sqb + n * sqn, pos_x, pos_y, pos_z, sqx, sqy, sqz, sqd, q_valid, head_dim, BLOCK_D)
     do = _load(DO + b * sob + n * son, pos_x, pos_y, pos_z, sox, soy, soz, sod, q_valid, head_dim, BLOCK_D)
     lse_rows = (((b * heads + n) * X + pos_x) * Y + pos_y) * Z + pos_z
@@ -355,7 +355,7 @@ def _backward_dkdv_kernel(Q, K, V, RPB, DO, LSE, DELTA, DK, DV,
     BLOCK_QX x BLOCK_QY x BLOCK_QZ queries."""
     (b, grp_x, grp_y, grp_z, len_x, len_y, len_z, first_x, first_y, first_z, step_x, step_y, step_z) = \
         _tile_origin(X, Y, Z, dil_x, dil_y, dil_z, str_x, str_y, str_z, BLOCK_KX, BLOCK_KY, BLOCK_KZ, IDX)
-    n = tl.program_id(1)
+    n = tl.program_id(1).to(tl.int64)  # head
     k_x, k_y, k_z, pos_x, pos_y, pos_z = _block(first_x, first_y, first_z, grp_x, grp_y, grp_z, dil_x, dil_y, dil_z,
                                                 BLOCK_KX, BLOCK_KY, BLOCK_KZ, IDX)
     last_x, last_y, last_z = (tl.minimum(first_x + step_x, len_x) - 1, tl.minimum(first_y + step_y, len_y) - 1,
@@ -463,7 +463,7 @@ def window_bounds(pos: int, group_len: int, kernel: int, stride: int, causal: bo
 
 
 def _step(block: int, stride: int) -> int:
-    """Positions a tile of ``block`` lanes covers along an axis (the rule of ``_tile_step``)."""
+    """Positions a tile of ``block`` lanes owns along an axis (the rule in ``_tile_origin``)."""
     return block - block % stride if stride <= block else block
 
 
