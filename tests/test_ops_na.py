@@ -131,6 +131,18 @@ def test_reference_backend_matches_natten_rule(seed):
     assert_same(got, want, 1e-12, 1e-10)
 
 
+@pytest.mark.parametrize('seed', range(6))
+def test_triton_backend_matches_reference(seed, monkeypatch):
+    """The op front-end on the N-D Triton kernels (interpreted): every rank, stride, causal and rpb case."""
+    monkeypatch.setenv('TRITON_INTERPRET', '1')
+    rng = random.Random(100 + seed)
+    geo = random_geometry(rng, rank=1 + seed % 3)
+    q, k, v, rpb = make_inputs(geo, batch=1, dtype=torch.float32, strided=seed % 2 == 0)
+    got = outputs_and_grads(lambda *a: call(geo, *a, 'triton'), q, k, v, rpb)
+    want = outputs_and_grads(lambda *a: call(geo, *a, 'reference'), q, k, v, rpb, got[1])
+    assert_same(got, want, 2e-5, 1e-4)
+
+
 @pytest.mark.parametrize('seed', range(18))
 def test_torch_path_matches_reference(seed):
     """Random 1-D/2-D/3-D geometries: kernel (odd and even), dilation, stride, causal axes, rpb."""
@@ -257,33 +269,6 @@ def test_flop_formula_counts_each_querys_window():
 # ---------------------------------------------------------------------------------------------
 # Backend limits and bad arguments
 # ---------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize('options, why', [
-    (dict(rank=1), '2-D neighbourhoods only, not 1-D'),
-    (dict(rank=3), 'not 3-D'),
-    (dict(rank=2, stride=(2, 1)), 'stride 1 only'),
-    (dict(rank=2, is_causal=(False, True)), 'non-causal'),
-    (dict(rank=2, kernel_size=(4, 3)), 'odd kernel sizes only'),
-])
-def test_triton_backend_states_what_todays_kernels_run(options, why, monkeypatch):
-    """Until the N-D kernels land, a named 'triton' request beyond them raises; 'auto' takes 'torch'."""
-    monkeypatch.setenv('TRITON_INTERPRET', '1')  # the interpreter runs CPU tensors: only the limits remain
-    q = torch.zeros(1, 4, 4, 2, 8)
-    assert select_backend('na', 'triton', q, rank=2, kernel_size=(3, 3), stride=(1, 1), is_causal=(False, False)) \
-        == 'triton'
-    with pytest.raises(UnsupportedBackendError, match=f"'triton' cannot run na here: .*{why}"):
-        select_backend('na', 'triton', q, **options)
-    assert select_backend('na', 'auto', q, **options) == 'torch'
-
-
-def test_triton_request_beyond_todays_kernels_raises_from_the_op(monkeypatch):
-    monkeypatch.setenv('TRITON_INTERPRET', '1')
-    q = torch.zeros(1, 8, 2, 8)
-    with pytest.raises(UnsupportedBackendError, match='not 1-D'):
-        na1d(q, q, q, 3, backend='triton')
-    with pytest.raises(UnsupportedBackendError, match='stride 1 only'):
-        na2d(torch.zeros(1, 6, 6, 2, 8), *(torch.zeros(1, 6, 6, 2, 8),) * 2, 3, stride=2, backend='triton')
-
 
 @pytest.mark.parametrize('op, kwargs, error, match', [
     (na2d, dict(kernel_size=1), ValueError, 'kernel_size must be >= 2'),

@@ -29,10 +29,10 @@ def test_kernels_live_at_the_top_and_import_as_visionattn_kernels_only(tmp_path)
     assert link.is_symlink() and link.resolve() == (REPO_ROOT / 'kernels').resolve()
     # a plain checkout on sys.path, from another folder: the kernels import through the link
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    probe = 'import visionattn.kernels.na2d as k; print(k.__file__)'
+    probe = 'import visionattn.kernels.na as k; print(k.__file__)'
     proc = subprocess.run([sys.executable, '-c', probe], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip() == str(link / 'na2d.py')
+    assert proc.stdout.strip() == str(link / 'na.py')
     # the installed package (editable here) exposes no top-level `kernels`
     env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
     probe = 'import importlib.util; print(importlib.util.find_spec("kernels") is None)'

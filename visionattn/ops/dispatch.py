@@ -29,7 +29,7 @@ import contextlib
 import importlib.util
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 import torch
 
@@ -47,32 +47,14 @@ class Capability:
     dtypes: Optional[tuple[torch.dtype, ...]] = None    # None: any floating dtype
     max_head_dim: Optional[int] = None
     needs_triton: bool = False                          # on CPU only under Triton's interpreter
-    # op-specific limits: called with the options the op passes to select_backend (keyword arguments;
-    # an option not passed is not checked); returns why the backend cannot run the call, or None
-    limits: Optional[Callable[..., Optional[str]]] = None
 
 
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-def _na2d_kernel_limits(rank: Optional[int] = None, kernel_size: tuple[int, ...] = (), stride: tuple[int, ...] = (),
-                        is_causal: tuple[bool, ...] = ()) -> Optional[str]:
-    """What today's Triton kernels (``kernels/na2d.py``) run: 2-D, odd kernels, stride 1, non-causal."""
-    if rank is not None and rank != 2:
-        return f'its kernels run 2-D neighbourhoods only, not {rank}-D'
-    if any(s != 1 for s in stride):
-        return f'its kernels run stride 1 only, not {tuple(stride)}'
-    if any(is_causal):
-        return f'its kernels run non-causal neighbourhoods only, not is_causal={tuple(is_causal)}'
-    if any(k % 2 == 0 for k in kernel_size):
-        return f'its kernels run odd kernel sizes only, not {tuple(kernel_size)}'
-    return None
-
-
 CAPABILITIES: dict[str, dict[str, Capability]] = {
     'na': {  # neighbourhood attention (visionattn.ops.na1d / na2d / na3d)
-        'triton': Capability(devices=('cuda',), dtypes=_KERNEL_DTYPES, max_head_dim=128, needs_triton=True,
-                             limits=_na2d_kernel_limits),
+        'triton': Capability(devices=('cuda',), dtypes=_KERNEL_DTYPES, max_head_dim=128, needs_triton=True),
         'torch': Capability(),
         'reference': Capability(),
         'flex': Capability(devices=('cuda', 'cpu'), dtypes=_KERNEL_DTYPES),  # CPU: forward only
@@ -127,9 +109,8 @@ def default_backend() -> str:
 
 
 def unsupported_reason(op: str, backend: str, device: torch.device, dtype: torch.dtype,
-                       head_dim: int, **options) -> Optional[str]:
-    """Why ``backend`` cannot run ``op`` on these inputs (and ``options``, see :attr:`Capability.limits`),
-    or None when it can."""
+                       head_dim: int) -> Optional[str]:
+    """Why ``backend`` cannot run ``op`` on these inputs, or None when it can."""
     capability = CAPABILITIES[op].get(backend)
     if capability is None:
         return f'{op} has no {backend!r} backend (it has {sorted(CAPABILITIES[op])})'
@@ -147,15 +128,11 @@ def unsupported_reason(op: str, backend: str, device: torch.device, dtype: torch
         return f'it supports {names}, not {str(dtype).removeprefix("torch.")}'
     if capability.max_head_dim is not None and head_dim > capability.max_head_dim:
         return f'it supports head_dim <= {capability.max_head_dim}, not {head_dim}'
-    if capability.limits is not None:
-        return capability.limits(**options)
     return None
 
 
-def select_backend(op: str, requested: Optional[str], q: torch.Tensor, head_dim: Optional[int] = None,
-                   **options) -> str:
-    """The backend that runs ``op`` on inputs like ``q`` (``(..., heads, head_dim)``) with the op-specific
-    ``options`` (e.g. ``rank``, ``stride``, ``is_causal`` of neighbourhood attention).
+def select_backend(op: str, requested: Optional[str], q: torch.Tensor, head_dim: Optional[int] = None) -> str:
+    """The backend that runs ``op`` on inputs like ``q`` (``(..., heads, head_dim)``).
 
     ``requested`` None means :func:`default_backend`. ``'auto'`` gives the first capable backend of
     :data:`AUTO_ORDER` (else ``'torch'``); a backend named explicitly is returned if it can run the
@@ -165,10 +142,10 @@ def select_backend(op: str, requested: Optional[str], q: torch.Tensor, head_dim:
     head_dim = q.shape[-1] if head_dim is None else head_dim
     if name == 'auto':
         for candidate in AUTO_ORDER.get(q.device.type, ()):
-            if unsupported_reason(op, candidate, q.device, q.dtype, head_dim, **options) is None:
+            if unsupported_reason(op, candidate, q.device, q.dtype, head_dim) is None:
                 return candidate
         return 'torch'
-    reason = unsupported_reason(op, name, q.device, q.dtype, head_dim, **options)
+    reason = unsupported_reason(op, name, q.device, q.dtype, head_dim)
     if reason is not None:
         raise UnsupportedBackendError(f"attention backend {name!r} cannot run {op} here: {reason}. "
                                       "Use backend='auto' (or 'torch').")

@@ -38,8 +38,8 @@ shape, contiguous, in q's dtype.
 Backends (picked by :mod:`.dispatch` from ``CAPABILITIES['na']``):
 
 - ``'torch'``: the pure PyTorch path below, any device and floating dtype, forward and backward.
-- ``'triton'``: the fused kernels of ``visionattn.kernels`` (today ``kernels/na2d.py``: 2-D, stride 1,
-  non-causal, odd kernels, as ``dispatch.CAPABILITIES['na']['triton']`` states).
+- ``'triton'``: the fused N-D kernels of ``visionattn.kernels.na`` (every rank, stride, causal and RPB
+  case; float16/bfloat16/float32, head_dim <= 128).
 - ``'reference'``: the explicit per-query formulation (:func:`_reference_forward`): each query
   gathers its own window's keys and values and takes a softmax over them; autograd through plain
   PyTorch. Slow and memory-hungry (``tokens x window x head_dim``), written to be read: the tests
@@ -173,7 +173,7 @@ def _na(rank: int, q: Tensor, k: Tensor, v: Tensor, kernel_size: Ints, dilation:
                                "translates this op wrongly; use the default dynamo=True exporter")
         out = _torch_forward(q3, k3, v3, rpb3, geometry, scale, traced=True)[0]
     else:
-        name = select_backend('na', backend, q, rank=rank, kernel_size=kernel, stride=strides, is_causal=causal)
+        name = select_backend('na', backend, q)
         if name == 'reference':
             out = _reference_forward(q3, k3, v3, rpb3, geometry, scale)
         elif name == 'flex':
@@ -576,30 +576,23 @@ def _torch_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, rpb: Opti
 
 
 # ----------------------------------------------------------------------------------------------------
-# 'triton': today's 2-D kernels (kernels/na2d.py), for what dispatch.CAPABILITIES['na']['triton'] admits:
-# 2-D, stride 1, non-causal, odd kernels. The 3-D layout's unit leading axis is dropped here.
+# 'triton': the fused N-D kernels (kernels/na.py), in the 3-D layout this module already uses.
 # ----------------------------------------------------------------------------------------------------
 
 def _triton_kernels():
-    from visionattn.kernels import na2d as kernels  # lazy: visionattn imports without Triton
+    from visionattn.kernels import na as kernels  # lazy: visionattn imports without Triton
     return kernels
 
 
 def _triton_forward(q: Tensor, k: Tensor, v: Tensor, rpb: Optional[Tensor], geometry: _Geometry,
                     scale: float) -> tuple[Tensor, Tensor]:
-    out, lse = _triton_kernels().forward(q[:, 0], k[:, 0], v[:, 0], None if rpb is None else rpb[:, 0],
-                                         geometry.kernel[1:], geometry.dilation[1:], scale, triton_interpreted())
-    return out.unsqueeze(1), lse.unsqueeze(2)
+    return _triton_kernels().forward(q, k, v, rpb, *geometry, scale, triton_interpreted())
 
 
 def _triton_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, rpb: Optional[Tensor], out: Tensor,
                      lse: Tensor, geometry: _Geometry,
                      scale: float) -> tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
-    grad_q, grad_k, grad_v, grad_rpb = _triton_kernels().backward(
-        grad_out[:, 0], q[:, 0], k[:, 0], v[:, 0], None if rpb is None else rpb[:, 0], out[:, 0], lse[:, :, 0],
-        geometry.kernel[1:], geometry.dilation[1:], scale, triton_interpreted())
-    return (grad_q.unsqueeze(1), grad_k.unsqueeze(1), grad_v.unsqueeze(1),
-            None if grad_rpb is None else grad_rpb.unsqueeze(1))
+    return _triton_kernels().backward(grad_out, q, k, v, rpb, out, lse, *geometry, scale, triton_interpreted())
 
 
 # ----------------------------------------------------------------------------------------------------
