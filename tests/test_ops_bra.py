@@ -10,8 +10,10 @@ import sys
 import pytest
 import torch
 
+from visionattn.errors import UnsupportedBackendError
 from visionattn.ops import bi_level_routing_attention, bra_attention, bra_attention_reference, bra_routing, use_backend
 from visionattn.ops import routing
+from visionattn.ops.dispatch import select_backend
 
 
 def make_qkv(batch, height, width, heads, head_dim, head_dim_v=None, dtype=torch.float32):
@@ -235,6 +237,50 @@ def test_triton_kernels_compile_for_hopper():
     env = {**os.environ, 'TRITON_INTERPRET': '0'}
     result = subprocess.run([sys.executable, '-c', AOT_COMPILE], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and 'compiled' in result.stdout, result.stderr[-3000:]
+
+
+# --------------------------------------------------------------------------------------------------
+# 'flex' backend (FlexAttention); the compiled forward is tested in test_ops_bra_numerics.py (slow)
+# --------------------------------------------------------------------------------------------------
+def test_flex_backend_is_in_the_capability_table():
+    q = torch.zeros(1, 4, 4, 2, 8)
+    assert select_backend('bra', 'flex', q) == 'flex'
+    assert select_backend('bra', 'auto', q) == 'torch'
+    with pytest.raises(UnsupportedBackendError, match="'flex' cannot run bra here: .*not float64"):
+        select_backend('bra', 'flex', q.double())
+
+
+def test_flex_block_mask_is_the_routing_one_region_per_block():
+    """Blocks are (query region, routed region) pairs, full where every key slot is a real unmasked token,
+    and mask_mod admits exactly the attended (query, key) token pairs."""
+    from torch.nn.attention.flex_attention import create_mask
+
+    batch, grid, region = 2, (1, 3), (4, 4)  # 16-token regions fill their 16-slot blocks
+    height, width, regions, slots = grid[0] * region[0], grid[1] * region[1], 3, 16
+    index = random_index(batch, regions, 2)
+    key_mask = torch.rand(batch, height, width) > 0.3
+    key_mask[:, :, :4] = True  # region 0 has every key: its blocks are full
+    key_valid = routing._to_regions(key_mask, *grid).view(batch, regions, slots)
+    block_mask = routing._flex_block_mask(index, key_valid)
+    routed = torch.zeros(batch, regions, regions, dtype=torch.bool).scatter_(2, index, True)
+    assert torch.equal(block_mask.to_dense()[:, 0].bool(), routed)
+    full = torch.zeros_like(routed)
+    for b, r in itertools.product(range(batch), range(regions)):
+        full[b, r, block_mask.full_kv_indices[b, 0, r, :block_mask.full_kv_num_blocks[b, 0, r]].long()] = True
+    assert torch.equal(full, routed & key_valid.all(-1)[:, None, :])
+    tokens = create_mask(block_mask.mask_mod, batch, 1, regions * slots, regions * slots, device='cpu')[:, 0]
+    region_of = (torch.arange(width) // region[1]).repeat(height)  # tokens row-major over the map
+    want = routed[:, region_of][:, :, region_of] & key_mask.flatten(1)[:, None, :]
+    order = routing._to_regions(torch.arange(height * width).view(1, height, width), *grid).flatten()
+    assert torch.equal(tokens, want[:, order][:, :, order])  # the sequence holds the map region-major
+
+
+def test_flex_backend_has_no_cpu_backward():
+    q, k, v = make_qkv(0, 4, 4, 2, 4)  # an empty batch needs no compiled kernel
+    out = bra_attention(q, k, v, torch.zeros(0, 4, 2, dtype=torch.long), 2, backend='flex')
+    assert out.shape == (0, 4, 4, 2, 4)
+    with pytest.raises(UnsupportedBackendError, match="CPU kernel is inference-only"):
+        out.sum().backward()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -199,3 +199,29 @@ def test_biformer_tiny_runs_an_empty_batch():
     assert out.shape == (0, 5)
     out.sum().backward()
     assert x.grad.shape == x.shape
+
+
+# --------------------------------------------------------------------------------------------------
+# 'flex' backend: the compiled FlexAttention forward (CPU has no backward)
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_compiled_flex_forward_matches_the_torch_path_and_keeps_non_finite_entries_local():
+    """One compiled kernel (a C++ build of FlexAttention for CPU) serves every call: same shapes and mask."""
+    gen = torch.Generator().manual_seed(3)
+    grid, shape = (2, 3), (2, 4, 6, 2)
+    index = torch.stack([torch.randperm(6, generator=gen)[:2] for _ in range(12)]).view(2, 6, 2)
+    mask = torch.rand(2, 4, 6, generator=gen) > 0.3
+    mask[:, :2, :2] = False  # region 0 has no keys
+    relation = attends(index, mask, 4, 6, grid)
+    q, k, v = (torch.randn(*shape, dim, generator=gen) for dim in (4, 4, 3))
+    with torch.no_grad():
+        out = bra_attention(q, k, v, index, grid, key_mask=mask, backend='flex')
+        torch.testing.assert_close(out, bra_attention(q, k, v, index, grid, key_mask=mask, backend='torch'),
+                                   atol=1e-5, rtol=1e-5)
+        for where, value, at in (('v', float('nan'), (1, 2, 3, 0)), ('k', float('nan'), (0, 3, 5, 1)),
+                                 ('q', float('inf'), (1, 1, 4, 1)), ('v', float('nan'), (0, 0, 0, 1))):
+            bad = {'q': q.clone(), 'k': k.clone(), 'v': v.clone()}
+            bad[where][at][0] = value
+            out = bra_attention(bad['q'], bad['k'], bad['v'], index, grid, key_mask=mask, backend='flex')
+            queries, _, _ = expected_nonfinite(relation, where, at[0], at[1] * 6 + at[2], at[3], 2)
+            assert torch.equal(nonfinite(out), queries), (where, at)

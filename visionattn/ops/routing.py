@@ -585,9 +585,16 @@ def _flex_forward(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, key_mas
     if key_mask is not None:  # a masked key takes no part, whatever it holds (FlexAttention computes 0 * v)
         keep = key_valid.view(batch, 1, regions * slots, 1)
         k_seq, v_seq = k_seq.masked_fill(~keep, 0), v_seq.masked_fill(~keep, 0)
+    cpu = q.device.type == 'cpu'
+    if cpu:  # the CPU kernel gives a NaN logit zero weight: carry a non-finite key through its value
+        v_seq = v_seq.masked_fill(~torch.isfinite(k_seq).all(-1, keepdim=True), float('nan'))
     from torch.nn.attention.flex_attention import flex_attention
     attend = flex_attention if torch.compiler.is_compiling() else _compiled_flex_attention()
     out = attend(q_seq, k_seq, v_seq, block_mask=_flex_block_mask(region_index, key_valid), scale=scale)
+    if cpu:  # ... and a query whose logits are all NaN a zero output: make it NaN if it attends any key
+        attends = key_valid.any(-1).gather(1, region_index.long().flatten(1)).view(batch, regions, -1).any(-1)
+        bad = ~torch.isfinite(q_seq).all(-1) & attends.repeat_interleave(slots, 1).unsqueeze(1)
+        out = out.masked_fill(bad.unsqueeze(-1), float('nan'))
     out = out.transpose(1, 2).reshape(batch * regions, slots, heads, v.shape[-1])[:, :tokens]
     return _from_regions(out, batch, grid_h, grid_w, height, width)
 
@@ -617,7 +624,12 @@ def _flex_attention(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, key_m
     a key it does not attend. That keeps non-finite values local: FlexAttention multiplies the zero
     probabilities of masked keys by their values, so a tile shared with an unrouted region would turn a
     NaN there into NaN outputs. Padding slots and ``key_mask``-ed keys are zeroed and masked by
-    ``mask_mod`` (partial blocks); routed regions without either are full blocks.
+    ``mask_mod`` (partial blocks); routed regions without either are full blocks. FlexAttention's CPU
+    kernel (like PyTorch's other CPU attention kernels) gives a NaN logit zero weight, so a NaN in q
+    or k would vanish there; on CPU (forward only) a non-finite key therefore turns its value NaN and a
+    non-finite query that attends any key its output. On CUDA the kernel's own arithmetic carries them.
+    Under a ``torch.compile`` backend other than inductor, FlexAttention runs its dense reference
+    (every score of the sequence, and no such locality).
 
     Cost at BiFormer's region sizes (224px, ``n_win=7``): 8x8 regions (stage 1, 64 tokens) and 4x4
     (stage 2, 16) fill their blocks, so the computed scores are the useful ones, but the tiles are
