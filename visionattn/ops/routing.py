@@ -204,9 +204,9 @@ def _region_sums(x: Tensor, grid_h: int, grid_w: int) -> Tensor:
 def _region_means(x: Tensor, token_mask: Optional[Tensor], grid_h: int, grid_w: int) -> tuple[Tensor, Tensor]:
     """Mean of ``x`` (B, H, W, C) over the finite, unmasked tokens of every region, and their count.
 
-    A token with any non-finite channel is left out (see the module docstring); a region without
-    such tokens gets a zero mean and count 0."""
-    keep = torch.isfinite(x).all(-1, keepdim=True)
+    A token with any non-finite channel (so a non-finite channel sum) is left out, see the module
+    docstring; a region without such tokens gets a zero mean and count 0."""
+    keep = torch.isfinite(x.sum(-1, keepdim=True, dtype=_accumulation_dtype(x.dtype)))
     if token_mask is not None:
         keep = keep & token_mask.unsqueeze(-1)
     count = _region_sums(keep.to(torch.float32), grid_h, grid_w)  # (B, regions, 1), exact up to 2**24 tokens
