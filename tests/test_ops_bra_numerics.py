@@ -164,6 +164,19 @@ def test_a_nan_pixel_stays_in_the_queries_routed_to_it(backend):
     assert 0 < int(expected.sum()) < 36
 
 
+def test_a_nan_pixel_in_the_layer_reaches_its_routed_queries_and_its_lepe_window_only():
+    layer = BiLevelRoutingAttention(8, 2, n_win=3, topk=2, side_dwconv=3).eval()
+    x = torch.randn(1, 6, 9, 8)
+    x[0, 4, 1] = float('nan')
+    with torch.no_grad():
+        out = layer(x)
+        q, k, _ = layer.qkv(x).split([8, 8, 8], dim=-1)
+        index = bra_routing(q.unflatten(-1, (2, 4)), k.unflatten(-1, (2, 4)), 3, 2, layer.scale)
+    expected = attends(index, None, 6, 9, (3, 3))[0, :, 4 * 9 + 1].view(6, 9)
+    expected[3:6, 0:3] = True  # the 3x3 LePE window around (4, 1)
+    assert torch.equal((~torch.isfinite(out[0])).any(-1), expected)
+
+
 # --------------------------------------------------------------------------------------------------
 # empty inputs
 # --------------------------------------------------------------------------------------------------
