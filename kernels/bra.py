@@ -20,6 +20,11 @@ No copy of K or V is made: memory is that of q, k, v, the output and the per-tok
 whatever ``topk``. A key mask (``False`` = padded token) removes keys; a query whose routed keys are all
 masked gets a zero output and zero gradients (log-sum-exp ``+inf``).
 
+Non-finite inputs stay local (the rules are in :mod:`visionattn.ops.routing`): masked keys and padding
+lanes are loaded as zeros, so no ``0 * NaN`` reaches a query that does not attend them; a query whose
+softmax sum is NaN keeps a NaN log-sum-exp (not the ``+inf`` of a query without keys), so its backward
+is NaN like its output; masked keys store zero dK and dV.
+
 Triton 3.8's interpreter (``TRITON_INTERPRET=1``) multiplies bfloat16 ``tl.dot`` operands as their raw
 uint16 bits, so under the interpreter bfloat16 operands are upcast to float32 before each dot
 (``UPCAST_DOT``); compiled kernels use bfloat16 tensor-core dots.
@@ -142,7 +147,7 @@ def _forward_kernel(Q, K, V, IDX, MASK, OUT, LSE,
         acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, PRECISION, UPCAST_DOT)
         m_i = m_new
 
-    attended = l_i > 0
+    attended = l_i != 0  # NaN (a non-finite input) counts as attended: NaN output and log-sum-exp
     out = acc / tl.where(attended, l_i, 1.0)[:, None]
     tl.store(_tile_ptrs(OUT + b * s_ob + h * s_oh, region, q_tok, s_oy, s_ox, dv, GRID_W, REGION_H, REGION_W),
              out.to(OUT.dtype.element_ty), mask=q_valid[:, None] & (dv[None, :] < HEAD_DIM_V))
@@ -230,8 +235,11 @@ def _backward_dkdv_kernel(Q, K, V, QREGIONS, OFFSETS, MASK, DO, LSE, DELTA, DK, 
         dvacc += _dot(tl.trans(p.to(do.dtype)), do, PRECISION, UPCAST_DOT)
         ds = p * (_dot(do, tl.trans(v), PRECISION, UPCAST_DOT) - delta[:, None])
         dk += _dot(tl.trans(ds.to(q.dtype)), q, PRECISION, UPCAST_DOT)
+    # a masked key takes no part: zero gradients, even where 0 * NaN of a non-finite query reached them
+    dk = tl.where(k_valid[:, None], dk * scale, 0.0)
+    dvacc = tl.where(k_valid[:, None], dvacc, 0.0)
     tl.store(_tile_ptrs(DK + b * s_xb + h * s_xh, region, k_tok, s_xy, s_xx, d, GRID_W, REGION_H, REGION_W),
-             (dk * scale).to(DK.dtype.element_ty), mask=k_in[:, None] & (d[None, :] < HEAD_DIM))
+             dk.to(DK.dtype.element_ty), mask=k_in[:, None] & (d[None, :] < HEAD_DIM))
     tl.store(_tile_ptrs(DV + b * s_wb + h * s_wh, region, k_tok, s_wy, s_wx, dv, GRID_W, REGION_H, REGION_W),
              dvacc.to(DV.dtype.element_ty), mask=k_in[:, None] & (dv[None, :] < HEAD_DIM_V))
 

@@ -1,6 +1,7 @@
 """Bi-level routing attention ops against upstream's gather formulation (bra_legacy.py semantics)."""
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import subprocess
@@ -9,9 +10,10 @@ import sys
 import pytest
 import torch
 
-from visionattn.ops import (bi_level_routing_attention, bra_attention, bra_attention_reference, bra_routing,
-                            use_backend)
+from visionattn.errors import UnsupportedBackendError
+from visionattn.ops import bi_level_routing_attention, bra_attention, bra_attention_reference, bra_routing, use_backend
 from visionattn.ops import routing
+from visionattn.ops.dispatch import select_backend
 
 
 def make_qkv(batch, height, width, heads, head_dim, head_dim_v=None, dtype=torch.float32):
@@ -39,7 +41,7 @@ def random_problem(rng: random.Random, masked: bool) -> dict:
 
 
 def check_against_reference(problem: dict, backend: str, dtype=torch.float32, atol=1e-5) -> None:
-    """Forward and (dq, dk, dv) of bra_attention against the float64 gather reference."""
+    """Forward and (dq, dk, dv) of bra_attention against the float64 'reference' backend (upstream's gather)."""
     batch, height, width, heads, head_dim, head_dim_v = problem['shape']
     q, k, v = make_qkv(batch, height, width, heads, head_dim, head_dim_v, dtype=dtype)
     index = random_index(batch, problem['grid'][0] * problem['grid'][1], problem['topk'])
@@ -47,7 +49,7 @@ def check_against_reference(problem: dict, backend: str, dtype=torch.float32, at
     scale = problem.get('scale')
     out = bra_attention(q, k, v, index, problem['grid'], scale=scale, key_mask=mask, backend=backend)
     q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
-    ref = bra_attention_reference(q64, k64, v64, index, problem['grid'], scale=scale, key_mask=mask)
+    ref = bra_attention(q64, k64, v64, index, problem['grid'], scale=scale, key_mask=mask, backend='reference')
     assert out.dtype == dtype and out.shape == ref.shape
     torch.testing.assert_close(out.double(), ref, atol=atol, rtol=atol)
     grad_out = torch.randn_like(ref)
@@ -67,6 +69,67 @@ def upstream_routing(q, k, n_win, topk, scale):
         return x.permute(0, 1, 3, 2, 4, 5).reshape(batch, n_win * n_win, -1, x.shape[-1]).mean(2)
 
     return torch.topk((window_means(q) * scale) @ window_means(k).transpose(-2, -1), topk, dim=-1).indices
+
+
+def explicit_attention(q, k, v, index, grid, scale, key_mask=None):
+    """Per query and head in float64: softmax over exactly the unmasked tokens of the routed regions."""
+    batch, height, width, heads, _ = q.shape
+    region_h, region_w = height // grid[0], width // grid[1]
+    out = torch.zeros(*q.shape[:4], v.shape[-1], dtype=torch.float64)
+    for b, y, x in itertools.product(range(batch), range(height), range(width)):
+        keys = [(ky, kx) for r in index[b, (y // region_h) * grid[1] + x // region_w].tolist()
+                for ky in range(r // grid[1] * region_h, (r // grid[1] + 1) * region_h)
+                for kx in range(r % grid[1] * region_w, (r % grid[1] + 1) * region_w)
+                if key_mask is None or key_mask[b % key_mask.shape[0], ky, kx]]
+        if not keys:
+            continue
+        ys, xs = torch.tensor(keys).T
+        for h in range(heads):
+            logits = (k[b, ys, xs, h].double() @ q[b, y, x, h].double()) * scale
+            out[b, y, x, h] = torch.softmax(logits, 0) @ v[b, ys, xs, h].double()
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# 'reference' backend (upstream's gather): the truth of the other tests
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('seed', range(4))
+def test_reference_backend_matches_explicit_per_query_attention(seed):
+    problem = random_problem(random.Random(seed), masked=seed % 2 == 1)
+    batch, height, width, heads, head_dim, head_dim_v = problem['shape']
+    q, k, v = make_qkv(batch, height, width, heads, head_dim, head_dim_v)
+    index = random_index(batch, problem['grid'][0] * problem['grid'][1], problem['topk'])
+    out = bra_attention(q, k, v, index, problem['grid'], scale=0.6, key_mask=problem['mask'], backend='reference')
+    want = explicit_attention(q, k, v, index, problem['grid'], 0.6, problem['mask'])
+    torch.testing.assert_close(out.double(), want, atol=1e-5, rtol=1e-5)
+
+
+def autograd_nodes(out):
+    """Names of the autograd nodes behind ``out``."""
+    seen, stack = {}, [out.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and id(node) not in seen:
+            seen[id(node)] = type(node).__name__
+            stack.extend(parent for parent, _ in node.next_functions)
+    return set(seen.values())
+
+
+def test_reference_backend_is_selected_by_name_and_by_use_backend_and_runs_plain_pytorch():
+    q, k, v = make_qkv(1, 4, 4, 2, 4)
+    index = random_index(1, 4, 2)
+    with use_backend('reference'):
+        under_context = bra_attention(q, k, v, index, 2, key_mask=torch.rand(1, 4, 4) > 0.2)
+    nodes = autograd_nodes(under_context)
+    assert {'IndexSelectBackward0', 'SoftmaxBackward0'} <= nodes  # the gather, in plain PyTorch autograd
+    assert not any('visionattn' in name for name in nodes)
+    assert any('visionattn' in name for name in autograd_nodes(bra_attention(q, k, v, index, 2, backend='torch')))
+    with use_backend('reference'):
+        under_context = bra_attention(q, k, v, index, 2)
+    torch.testing.assert_close(under_context, bra_attention(q, k, v, index, 2, backend='reference'), rtol=0, atol=0)
+    with pytest.warns(DeprecationWarning, match="backend='reference'"):
+        old_name = bra_attention_reference(q, k, v, index, 2)
+    torch.testing.assert_close(old_name, under_context, rtol=0, atol=0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -177,6 +240,50 @@ def test_triton_kernels_compile_for_hopper():
 
 
 # --------------------------------------------------------------------------------------------------
+# 'flex' backend (FlexAttention); the compiled forward is tested in test_ops_bra_numerics.py (slow)
+# --------------------------------------------------------------------------------------------------
+def test_flex_backend_is_in_the_capability_table():
+    q = torch.zeros(1, 4, 4, 2, 8)
+    assert select_backend('bra', 'flex', q) == 'flex'
+    assert select_backend('bra', 'auto', q) == 'torch'
+    with pytest.raises(UnsupportedBackendError, match="'flex' cannot run bra here: .*not float64"):
+        select_backend('bra', 'flex', q.double())
+
+
+def test_flex_block_mask_is_the_routing_one_region_per_block():
+    """Blocks are (query region, routed region) pairs, full where every key slot is a real unmasked token,
+    and mask_mod admits exactly the attended (query, key) token pairs."""
+    from torch.nn.attention.flex_attention import create_mask
+
+    batch, grid, region = 2, (1, 3), (4, 4)  # 16-token regions fill their 16-slot blocks
+    height, width, regions, slots = grid[0] * region[0], grid[1] * region[1], 3, 16
+    index = random_index(batch, regions, 2)
+    key_mask = torch.rand(batch, height, width) > 0.3
+    key_mask[:, :, :4] = True  # region 0 has every key: its blocks are full
+    key_valid = routing._to_regions(key_mask, *grid).view(batch, regions, slots)
+    block_mask = routing._flex_block_mask(index, key_valid)
+    routed = torch.zeros(batch, regions, regions, dtype=torch.bool).scatter_(2, index, True)
+    assert torch.equal(block_mask.to_dense()[:, 0].bool(), routed)
+    full = torch.zeros_like(routed)
+    for b, r in itertools.product(range(batch), range(regions)):
+        full[b, r, block_mask.full_kv_indices[b, 0, r, :block_mask.full_kv_num_blocks[b, 0, r]].long()] = True
+    assert torch.equal(full, routed & key_valid.all(-1)[:, None, :])
+    tokens = create_mask(block_mask.mask_mod, batch, 1, regions * slots, regions * slots, device='cpu')[:, 0]
+    region_of = (torch.arange(width) // region[1]).repeat(height)  # tokens row-major over the map
+    want = routed[:, region_of][:, :, region_of] & key_mask.flatten(1)[:, None, :]
+    order = routing._to_regions(torch.arange(height * width).view(1, height, width), *grid).flatten()
+    assert torch.equal(tokens, want[:, order][:, :, order])  # the sequence holds the map region-major
+
+
+def test_flex_backend_has_no_cpu_backward():
+    q, k, v = make_qkv(0, 4, 4, 2, 4)  # an empty batch needs no compiled kernel
+    out = bra_attention(q, k, v, torch.zeros(0, 4, 2, dtype=torch.long), 2, backend='flex')
+    assert out.shape == (0, 4, 4, 2, 4)
+    with pytest.raises(UnsupportedBackendError, match="CPU kernel is inference-only"):
+        out.sum().backward()
+
+
+# --------------------------------------------------------------------------------------------------
 # routing
 # --------------------------------------------------------------------------------------------------
 def test_routing_matches_upstream_and_uses_full_channel_scale():
@@ -207,7 +314,7 @@ def test_bi_level_routing_attention_uses_upstream_scale_for_both_steps():
     q, k, v = make_qkv(1, 6, 6, 2, 4)
     scale = 8 ** -0.5
     index = upstream_routing(q, k, 3, 2, scale)
-    expected = bra_attention_reference(q, k, v, index, 3, scale=scale)
+    expected = bra_attention(q, k, v, index, 3, scale=scale, backend='reference')
     torch.testing.assert_close(bi_level_routing_attention(q, k, v, 3, 2, backend='torch'), expected)
 
 
@@ -231,6 +338,8 @@ def test_bad_arguments_raise_clear_errors():
         bra_attention(q, k, v, index[:, :3], 2)
     with pytest.raises(ValueError, match='outside'):
         bra_attention(q, k, v, index + 2, 2)
+    with pytest.raises(ValueError, match='same region twice'):
+        bra_attention(q, k, v, torch.tensor([[[0, 1], [1, 1], [2, 0], [3, 2]]]), 2)
     with pytest.raises(ValueError, match='topk=5 must be between 1'):
         bra_attention(q, k, v, torch.zeros(1, 4, 5, dtype=torch.long), 2)
     with pytest.raises(ValueError, match='key_mask must be a bool tensor'):
@@ -293,7 +402,7 @@ def test_autocast_runs_in_the_autocast_dtype():
     assert out.dtype == torch.bfloat16
     out.float().sum().backward()
     assert q.grad.dtype == torch.float32
-    torch.testing.assert_close(out.float(), bra_attention_reference(q, k, v, index, 2), atol=3e-2, rtol=3e-2)
+    torch.testing.assert_close(out.float(), bra_attention(q, k, v, index, 2, backend='reference'), atol=3e-2, rtol=3e-2)
 
 
 def test_flop_counter_counts_routed_attention_forward_and_backward():

@@ -22,6 +22,11 @@ columns; a map smaller than ``n_win`` is padded up to it) and the output is crop
 
 When the map is a multiple of ``n_win`` (ImageNet at 224 with ``n_win=7``) nothing is padded and
 the two modes are the same computation.
+
+The module exports to ONNX (``torch.onnx.export(module, args, dynamo=True)``): during export the
+attention runs upstream's gather formulation and the routing's top-k becomes ONNX ``TopK``. Empty
+batches pass (empty output and gradients), and a NaN in one input token reaches only that token, the
+tokens whose routed regions hold it and its LePE neighbourhood (see :mod:`visionattn.ops.routing`).
 """
 from __future__ import annotations
 

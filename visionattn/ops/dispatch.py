@@ -62,6 +62,8 @@ CAPABILITIES: dict[str, dict[str, Capability]] = {
     'bra': {  # the token attention of bi-level routing attention (visionattn.ops.bra_attention)
         'triton': Capability(devices=('cuda',), dtypes=_KERNEL_DTYPES, max_head_dim=128, needs_triton=True),
         'torch': Capability(),
+        'reference': Capability(),  # upstream's gather in plain PyTorch: the tests' truth, the benchmarks' baseline
+        'flex': Capability(devices=('cuda', 'cpu'), dtypes=_KERNEL_DTYPES),  # FlexAttention; on CPU forward only
     },
 }
 

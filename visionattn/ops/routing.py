@@ -3,8 +3,9 @@
 BiFormer splits the feature map into a ``grid_h x grid_w`` grid of regions, routes every query region
 to the ``topk`` regions whose mean key is most similar to its mean query, and runs token attention of
 the region's queries over the tokens of its ``topk`` routed regions. Upstream (rayleizhu/BiFormer
-``ops/bra_legacy.py``) gathers a ``topk``-times copy of K and V for that; the operators here read K and
-V of the routed regions in place, so memory does not grow with ``topk``.
+``ops/bra_legacy.py``) gathers a ``topk``-times copy of K and V for that; the ``'torch'`` and
+``'triton'`` backends here read K and V of the routed regions in place, so memory does not grow with
+``topk``.
 
 Layouts (channels last, heads split off the channels as ``channel = head * head_dim + i``, which is
 upstream's ``(m c)`` split):
@@ -14,7 +15,7 @@ upstream's ``(m c)`` split):
 - Region ``r`` is the ``(r // grid_w, r % grid_w)`` cell of the grid (row-major, upstream's
   ``(j i)``), covering ``height // grid_h x width // grid_w`` tokens; regions may be any size from 1x1.
 - ``region_index``: ``(batch, grid_h * grid_w, topk)`` integer, the routed regions of every query
-  region, shared by all heads (as upstream). :func:`bra_routing` makes it.
+  region, distinct within a row, shared by all heads (as upstream). :func:`bra_routing` makes it.
 - ``key_mask`` / ``token_mask``: ``(batch or 1, height, width)`` bool, ``True`` for real tokens.
 - Output: ``(batch, height, width, heads, head_dim_v)`` in the inputs' dtype.
 
@@ -25,14 +26,26 @@ Public functions:
   a ``regions x regions`` matmul (49 to a few hundred regions) and ``torch.topk``; a Triton kernel
   could only fuse the means, which are already a single memory-bound pass.
 - :func:`bra_attention`: token attention of each query region over its routed regions (forward and
-  backward), on the backend :mod:`.dispatch` picks: the Triton kernels (``visionattn.kernels.bra``) or
-  the PyTorch path below. Both are ``torch.library`` custom ops with fake implementations, so they
+  backward), on the backend :mod:`.dispatch` picks (``backend=`` or :func:`~.dispatch.use_backend`):
+
+  * ``'triton'``: the gather-free kernels of ``visionattn.kernels.bra`` (CUDA; CPU under
+    ``TRITON_INTERPRET=1``).
+  * ``'torch'``: the gather-free PyTorch path below (any device and dtype).
+  * ``'reference'``: upstream's formulation written plainly: gather a ``topk``-times copy of the
+    routed K and V, softmax, weighted sum, autograd through plain PyTorch ops. The ground truth of
+    the tests, the baseline of the benchmarks and what ONNX export runs; memory grows with ``topk``.
+  * ``'flex'``: ``torch.nn.attention.flex_attention`` (compiled) with a block mask made from
+    ``region_index`` (see :func:`_flex_attention` for the layout and what it costs); forward and
+    backward on CUDA, the forward alone on CPU, where a backward raises
+    :class:`~visionattn.errors.UnsupportedBackendError` (FlexAttention's CPU kernel is inference-only).
+
+  ``'torch'`` and ``'triton'`` are ``torch.library`` custom ops with fake implementations, so they
   work with autograd, ``torch.compile(fullgraph=True)`` and ``torch.export``; under autocast the
   inputs are cast to the autocast dtype (softmax and accumulation stay in float32).
 - :func:`bi_level_routing_attention`: both steps with upstream's defaults (one scale for routing and
   attention, ``(heads * head_dim) ** -0.5``).
-- :func:`bra_attention_reference`: upstream's gather formulation, plainly written; the reference of
-  the tests and the baseline of the benchmarks (memory grows with ``topk``).
+- :func:`bra_attention_reference`: ``bra_attention(..., backend='reference')`` under its old name,
+  for callers outside the package that still use it.
 
 Upstream facts reproduced: routing and token attention both use ``qk_dim ** -0.5`` with ``qk_dim`` the
 full channel dim (``heads * head_dim``), not the head dim; the routing step averages q and k over each
@@ -41,6 +54,31 @@ by routing rank, then row-major within a region (softmax does not depend on that
 ``auto_pad`` zero-pads the feature map before the qkv projection and lets padded tokens take part in
 routing and attention; pass ``token_mask`` to exclude them instead (masked region means, padded keys
 never attended). A query whose routed keys are all masked gets a zero output and zero gradients.
+
+Non-finite inputs stay where they belong, on every backend (the tests check each):
+
+- Routing: a token whose q (k) holds a NaN or infinity is left out of its region's mean query (mean
+  key), exactly as a ``token_mask``-ed token; a region without a finite key token is routed last, one
+  without a finite query token routes as if its mean query were zero. A bad token therefore changes
+  routing only as much as leaving it out of the means does. (Averaging it in would make every
+  affinity of its region NaN, and ``torch.topk`` ranks NaN first: every query region of the map would
+  be routed to it and turn NaN.)
+- Attention: say query ``i`` *attends* key ``j`` when ``j`` lies in one of ``i``'s routed regions and
+  ``key_mask`` keeps it. A NaN in ``q`` at ``(i, head)`` makes ``out`` at ``(i, head)`` NaN (if ``i``
+  attends any key); a NaN in ``k`` or ``v`` at ``(j, head)`` makes ``out`` NaN at exactly the queries
+  attending ``j`` (in that head). For a finite ``grad_out`` the gradients follow: ``dq`` is non-finite
+  exactly at those queries, ``dk`` and ``dv`` exactly at the keys they attend (``dv = P^T dO`` stays
+  finite when only values were non-finite). An infinity spreads to at most the same places (where
+  the softmax arithmetic makes it non-finite, e.g. not through a ``-inf`` logit). Masked keys never
+  matter, whatever they hold, and masking never makes a NaN from finite inputs.
+
+Empty inputs (batch 0, zero heads) give empty outputs and empty gradients on every backend. No
+backend syncs the host with the device: values of ``region_index`` (range, distinct rows) are
+checked on CPU tensors only (on CUDA they are trusted, as :func:`bra_routing` makes them valid).
+
+ONNX: during ``torch.onnx.export(..., dynamo=True)`` :func:`bra_attention` runs the ``'reference'``
+formulation (gather, matmul, softmax), which lowers to standard ONNX operators, and
+:func:`bra_routing`'s ``torch.topk`` lowers to ``TopK``; the custom ops have no ONNX lowering.
 
 Building upstream's ``BiLevelRoutingAttention`` (``bra_legacy.py``, the released checkpoints) on these
 ops, for an NHWC input ``x`` of ``C`` channels and ``n_win`` regions per side::
@@ -64,12 +102,16 @@ the output and their float32 region-major copies plus that bounded working set, 
 """
 from __future__ import annotations
 
+import functools
+import warnings
 from typing import Optional
 
 import torch
-from torch.utils.flop_counter import register_flop_formula
 from torch import Tensor
+from torch.nn import functional as F
+from torch.utils.flop_counter import register_flop_formula
 
+from ..errors import UnsupportedBackendError
 from .dispatch import autocast_inputs, select_backend, triton_interpreted
 
 __all__ = ['bra_routing', 'bra_attention', 'bi_level_routing_attention', 'bra_attention_reference']
@@ -114,6 +156,11 @@ def _check_mask(mask: Optional[Tensor], q: Tensor, name: str) -> None:
         raise ValueError(f'{name} is on {mask.device} but q is on {q.device}')
 
 
+def _tracing() -> bool:
+    """True under torch.compile / torch.export / ONNX export, where tensor values are not at hand."""
+    return torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+
+
 def _check_attention_args(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor,
                           region_grid: int | tuple[int, int], key_mask: Optional[Tensor]) -> tuple[int, int]:
     _check_qk(q, k)
@@ -133,9 +180,13 @@ def _check_attention_args(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor,
     if region_index.device != q.device:
         raise ValueError(f'region_index is on {region_index.device} but q is on {q.device}')
     # Checking the values costs a device sync on GPUs; bra_routing's indices are valid by construction.
-    if region_index.device.type == 'cpu' and not torch.compiler.is_compiling() and region_index.numel() and \
-            (int(region_index.min()) < 0 or int(region_index.max()) >= regions):
-        raise ValueError(f'region_index holds values outside [0, {regions})')
+    if region_index.device.type == 'cpu' and region_index.numel() and not _tracing():
+        if int(region_index.min()) < 0 or int(region_index.max()) >= regions:
+            raise ValueError(f'region_index holds values outside [0, {regions})')
+        ranked = region_index.sort(dim=-1).values
+        if bool((ranked[..., 1:] == ranked[..., :-1]).any()):
+            raise ValueError('region_index routes a query region to the same region twice: the routed regions '
+                             'of a query region must be distinct (as torch.topk / bra_routing make them)')
     _check_mask(key_mask, q, 'key_mask')
     return grid_h, grid_w
 
@@ -150,13 +201,26 @@ def _region_sums(x: Tensor, grid_h: int, grid_w: int) -> Tensor:
     return x.sum((2, 4)).reshape(batch, grid_h * grid_w, channels)
 
 
+def _region_means(x: Tensor, token_mask: Optional[Tensor], grid_h: int, grid_w: int) -> tuple[Tensor, Tensor]:
+    """Mean of ``x`` (B, H, W, C) over the finite, unmasked tokens of every region, and their count.
+
+    A token with any non-finite channel (so a non-finite channel sum) is left out, see the module
+    docstring; a region without such tokens gets a zero mean and count 0."""
+    keep = torch.isfinite(x.sum(-1, keepdim=True, dtype=_accumulation_dtype(x.dtype)))
+    if token_mask is not None:
+        keep = keep & token_mask.unsqueeze(-1)
+    count = _region_sums(keep.to(torch.float32), grid_h, grid_w)  # (B, regions, 1), exact up to 2**24 tokens
+    sums = _region_sums(torch.where(keep, x, 0), grid_h, grid_w)
+    return (sums / count.clamp(min=1)).to(x.dtype), count
+
+
 def bra_routing(q: Tensor, k: Tensor, region_grid: int | tuple[int, int], topk: int,
                 scale: float | None = None, token_mask: Tensor | None = None) -> Tensor:
     """The ``topk`` regions every query region attends to: ``(batch, regions, topk)`` int64.
 
     Region affinity is ``(mean_q * scale) @ mean_k^T`` over all channels of all heads, ``scale``
-    defaulting to upstream's ``(heads * head_dim) ** -0.5``; ties are broken by ``torch.topk``. With
-    ``token_mask``, means are taken over the real tokens only and regions without a real token are
+    defaulting to upstream's ``(heads * head_dim) ** -0.5``; ties are broken by ``torch.topk``. Means
+    are taken over the real (``token_mask``) and finite tokens of each region; regions without any are
     routed to last. Runs without autograd (indices carry no gradient, as upstream's default).
     """
     _check_qk(q, k)
@@ -167,21 +231,12 @@ def bra_routing(q: Tensor, k: Tensor, region_grid: int | tuple[int, int], topk: 
         raise ValueError(f'topk={topk} must be between 1 and the number of regions '
                          f'({grid_h}x{grid_w}={regions}); lower topk or use a finer region grid')
     _check_mask(token_mask, q, 'token_mask')
-    scale = (heads * head_dim) ** -0.5 if scale is None else scale
+    scale = max(1, heads * head_dim) ** -0.5 if scale is None else scale
     with torch.no_grad():
-        q_flat, k_flat = q.flatten(3), k.flatten(3)
-        if token_mask is None:
-            count = (height // grid_h) * (width // grid_w)
-            q_region = _region_sums(q_flat, grid_h, grid_w) / count
-            k_region = _region_sums(k_flat, grid_h, grid_w) / count
-        else:
-            weight = token_mask.unsqueeze(-1).to(q.dtype)
-            count = _region_sums(weight, grid_h, grid_w)  # (B or 1, regions, 1)
-            q_region = _region_sums(q_flat * weight, grid_h, grid_w) / count.clamp(min=1)
-            k_region = _region_sums(k_flat * weight, grid_h, grid_w) / count.clamp(min=1)
+        q_region, _ = _region_means(q.flatten(3), token_mask, grid_h, grid_w)
+        k_region, k_count = _region_means(k.flatten(3), token_mask, grid_h, grid_w)
         affinity = (q_region * scale) @ k_region.transpose(-2, -1)  # (B, regions, regions)
-        if token_mask is not None:
-            affinity = affinity.masked_fill(count.transpose(-2, -1) == 0, float('-inf'))
+        affinity = affinity.masked_fill(k_count.transpose(-2, -1) == 0, float('-inf'))
         return torch.topk(affinity, topk, dim=-1).indices
 
 
@@ -203,6 +258,18 @@ def _from_regions(x: Tensor, batch: int, grid_h: int, grid_w: int, height: int, 
     return x.reshape(batch, height, width, *rest)
 
 
+def _mask_rows(key_mask: Optional[Tensor], batch: int, grid_h: int, grid_w: int) -> Optional[Tensor]:
+    """``key_mask`` region-major: (B * regions, tokens per region), or None."""
+    return None if key_mask is None else _to_regions(key_mask.expand(batch, -1, -1), grid_h, grid_w)
+
+
+def _key_rows(x: Tensor, grid_h: int, grid_w: int, dtype: torch.dtype, mask_rows: Optional[Tensor]) -> Tensor:
+    """Keys or values region-major (rows, T, h, c) in ``dtype``, masked tokens zeroed: a masked key takes no
+    part, so a NaN it holds must not reach any result through ``0 * NaN``."""
+    rows = _to_regions(x, grid_h, grid_w).to(dtype)
+    return rows if mask_rows is None else rows.masked_fill(~mask_rows[..., None, None], 0)
+
+
 class _Plan:
     """How the PyTorch path tiles a problem: rows (batch x query regions), query tokens, key groups."""
 
@@ -211,6 +278,7 @@ class _Plan:
         self.rows = batch * grid_h * grid_w
         self.tokens = (height // grid_h) * (width // grid_w)
         self.topk = region_index.shape[-1]
+        heads = max(1, heads)  # zero heads: nothing to compute, any tiling
         # as many routed regions per step as fit the budget with all of a region's queries, then rows
         self.group = max(1, min(self.topk, _SCORE_BUDGET // (heads * self.tokens * self.tokens)))
         keys = self.group * self.tokens
@@ -274,15 +342,18 @@ def _attend_group(q_tile: Tensor, routed: Tensor, k_rows: Tensor, v_rows: Tensor
 
 def _torch_forward(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, key_mask: Optional[Tensor],
                    grid_h: int, grid_w: int, scale: float) -> tuple[Tensor, Tensor]:
-    """Online softmax over groups of routed regions; returns the output and the log-sum-exp."""
+    """Online softmax over groups of routed regions; returns the output and the log-sum-exp.
+
+    A query with no key to attend has a zero output and log-sum-exp ``+inf``; one whose softmax sum is
+    NaN (a non-finite input) keeps NaN in both, so that its backward is NaN as well."""
     batch, height, width = q.shape[:3]
     acc = _accumulation_dtype(q.dtype)
     plan = _Plan(q, region_index, grid_h, grid_w)
     with torch.autocast(q.device.type, enabled=False):
+        mask_rows = _mask_rows(key_mask, batch, grid_h, grid_w)
         q_rows = _to_regions(q, grid_h, grid_w).to(acc).transpose(1, 2)  # (rows, h, T, d)
-        k_rows = _to_regions(k, grid_h, grid_w).to(acc)  # (rows, T, h, d)
-        v_rows = _to_regions(v, grid_h, grid_w).to(acc)
-        mask_rows = None if key_mask is None else _to_regions(key_mask.expand(batch, -1, -1), grid_h, grid_w)
+        k_rows = _key_rows(k, grid_h, grid_w, acc, mask_rows)  # (rows, T, h, d)
+        v_rows = _key_rows(v, grid_h, grid_w, acc, mask_rows)
         out = q_rows.new_empty(*q_rows.shape[:3], v.shape[-1])
         lse = q_rows.new_empty(q_rows.shape[:3])
         for rows, queries in plan.tiles():
@@ -292,7 +363,7 @@ def _torch_forward(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, key_ma
             for routed in plan.groups(rows):
                 state = _attend_group(q_tile, routed, k_rows, v_rows, mask_rows, scale, state)
             run_max, run_sum, run_out = state
-            attended = run_sum > 0
+            attended = run_sum != 0  # NaN counts as attended
             out[rows, :, queries] = run_out / torch.where(attended, run_sum, 1).unsqueeze(-1)
             lse[rows, :, queries] = torch.where(attended, run_max + torch.log(run_sum), float('inf'))
     out = _from_regions(out.transpose(1, 2), batch, grid_h, grid_w, height, width)
@@ -324,11 +395,11 @@ def _torch_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, region_in
         return _to_regions(x, grid_h, grid_w).to(acc).transpose(1, 2)
 
     with torch.autocast(q.device.type, enabled=False):
+        mask_rows = _mask_rows(key_mask, batch, grid_h, grid_w)
         q_rows, g_rows, lse_rows = rows_heads_first(q), rows_heads_first(grad_out), rows_heads_first(lse)
         delta = (g_rows * rows_heads_first(out)).sum(-1)  # (rows, h, T): rowsum(dO * O)
-        k_rows = _to_regions(k, grid_h, grid_w).to(acc)
-        v_rows = _to_regions(v, grid_h, grid_w).to(acc)
-        mask_rows = None if key_mask is None else _to_regions(key_mask.expand(batch, -1, -1), grid_h, grid_w)
+        k_rows = _key_rows(k, grid_h, grid_w, acc, mask_rows)
+        v_rows = _key_rows(v, grid_h, grid_w, acc, mask_rows)
         dq = torch.zeros_like(q_rows)
         dk = torch.zeros_like(k_rows)
         dv = torch.zeros_like(v_rows)
@@ -338,6 +409,9 @@ def _torch_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, region_in
             for routed in plan.groups(rows):
                 dq[rows, :, queries] += _backward_group(*tile, routed, k_rows, v_rows, mask_rows, scale, dk, dv)
         dq *= scale
+        if mask_rows is not None:  # masked keys take no part: zero gradients, even next to a NaN query
+            dk.masked_fill_(~mask_rows[..., None, None], 0)
+            dv.masked_fill_(~mask_rows[..., None, None], 0)
     dq = _from_regions(dq.transpose(1, 2), batch, grid_h, grid_w, height, width)
     dk = _from_regions(dk, batch, grid_h, grid_w, height, width)
     dv = _from_regions(dv, batch, grid_h, grid_w, height, width)
@@ -411,6 +485,166 @@ def _backward_flops(grad_shape, q_shape, k_shape, v_shape, index_shape, mask_sha
 
 
 # ----------------------------------------------------------------------------------------------
+# 'reference' backend: upstream's gather
+# ----------------------------------------------------------------------------------------------
+def _gather_attention(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, key_mask: Optional[Tensor],
+                      grid_h: int, grid_w: int, scale: float) -> Tensor:
+    """Upstream's formulation: a ``topk``-times copy of the routed keys and values per query region,
+    then softmax attention, in plain PyTorch ops (autograd, ONNX export). Masked keys are zeroed in
+    the copy and their logits set to ``-inf``; a query with no key to attend gets zeros."""
+    batch, height, width, heads = q.shape[:4]
+    regions, topk = grid_h * grid_w, region_index.shape[-1]
+    rows, tokens = batch * regions, (height // grid_h) * (width // grid_w)
+    offset = torch.arange(batch, device=q.device).view(batch, 1, 1) * regions
+    routed = (region_index.long() + offset).reshape(rows * topk)
+
+    def gather(x: Tensor) -> Tensor:  # (rows, T, ...) -> (rows, topk * T, ...)
+        return x.index_select(0, routed).reshape(rows, topk * tokens, *x.shape[2:])
+
+    def heads_first(x: Tensor) -> Tensor:  # (rows, L, h, c) -> (rows, h, L, c)
+        return x.transpose(1, 2)
+
+    keys, values = gather(_to_regions(k, grid_h, grid_w)), gather(_to_regions(v, grid_h, grid_w))
+    valid = None
+    if key_mask is not None:
+        valid = gather(_mask_rows(key_mask, batch, grid_h, grid_w))  # (rows, topk * T)
+        keys = keys.masked_fill(~valid[..., None, None], 0)
+        values = values.masked_fill(~valid[..., None, None], 0)
+    logits = heads_first(_to_regions(q, grid_h, grid_w) * scale) @ heads_first(keys).transpose(-2, -1)
+    if valid is not None:
+        logits = logits.masked_fill(~valid[:, None, None, :], float('-inf'))
+    probs = torch.softmax(logits, dim=-1)
+    if valid is not None:  # a query without any key: softmax over nothing is NaN, the result is zero
+        probs = probs.masked_fill(~valid.any(-1)[:, None, None, None], 0)
+    out = heads_first(probs @ heads_first(values))  # (rows, T, h, c)
+    return _from_regions(out, batch, grid_h, grid_w, height, width)
+
+
+# ----------------------------------------------------------------------------------------------
+# 'flex' backend: FlexAttention with a block mask from the routing
+# ----------------------------------------------------------------------------------------------
+def _flex_slots(tokens: int) -> int:
+    """Sequence slots per region in the FlexAttention layout: a power of two, at least 16."""
+    return max(16, 1 << (tokens - 1).bit_length())
+
+
+def _to_flex_sequence(x: Tensor, grid_h: int, grid_w: int, slots: int) -> Tensor:
+    """(B, H, W, h, c) -> (B, h, regions * slots, c): regions one after another, each zero-padded to
+    ``slots`` tokens."""
+    rows = _to_regions(x, grid_h, grid_w)
+    rows = F.pad(rows, (0, 0, 0, 0, 0, slots - rows.shape[1]))
+    return rows.reshape(x.shape[0], -1, *rows.shape[2:]).transpose(1, 2)
+
+
+def _block_list(blocks: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, R, R) bool blocks of each row -> their number (B, 1, R) and indices first (B, 1, R, R), int32,
+    the ordered form of ``BlockMask.from_kv_blocks``."""
+    blocks = blocks.unsqueeze(1).to(torch.int32)
+    indices = torch.argsort(blocks, dim=-1, descending=True, stable=True)
+    return blocks.sum(-1).to(torch.int32), indices.to(torch.int32)
+
+
+def _flex_block_mask(region_index: Tensor, key_valid: Tensor):
+    """The BlockMask of the routing: one block per (query region, routed region) pair.
+
+    ``key_valid`` (B, regions, slots) says which key slots hold a real, unmasked token; a routed region
+    all of whose slots do is a full block (no mask_mod evaluated), any other a partial one."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    batch, regions, slots = key_valid.shape
+    routed = torch.zeros(batch, regions, regions, dtype=torch.bool, device=region_index.device)
+    routed.scatter_(2, region_index.long(), True)
+    full = routed & key_valid.all(-1).unsqueeze(1)
+    valid = key_valid.reshape(batch, regions * slots)
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return routed[b, q_idx // slots, kv_idx // slots] & valid[b, kv_idx]
+
+    return BlockMask.from_kv_blocks(*_block_list(routed & ~full), *_block_list(full), BLOCK_SIZE=slots,
+                                    mask_mod=mask_mod, seq_lengths=(regions * slots, regions * slots))
+
+
+@functools.cache
+def _compiled_flex_attention():
+    """FlexAttention compiled once per process (uncompiled, it materialises every score)."""
+    from torch.nn.attention.flex_attention import flex_attention
+    return torch.compile(flex_attention)
+
+
+def _flex_forward(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, key_mask: Optional[Tensor],
+                  grid_h: int, grid_w: int, scale: float) -> Tensor:
+    if q.numel() == 0 or v.numel() == 0:  # nothing to attend (FlexAttention cannot launch empty grids)
+        return _gather_attention(q, k, v, region_index, key_mask, grid_h, grid_w, scale)
+    batch, height, width, heads = q.shape[:4]
+    regions, tokens = grid_h * grid_w, (height // grid_h) * (width // grid_w)
+    slots = _flex_slots(tokens)
+    key_valid = torch.zeros(batch, regions, slots, dtype=torch.bool, device=q.device)
+    mask_rows = _mask_rows(key_mask, batch, grid_h, grid_w)
+    key_valid[..., :tokens] = True if mask_rows is None else mask_rows.view(batch, regions, tokens)
+    q_seq, k_seq, v_seq = (_to_flex_sequence(x, grid_h, grid_w, slots) for x in (q, k, v))
+    if key_mask is not None:  # a masked key takes no part, whatever it holds (FlexAttention computes 0 * v)
+        keep = key_valid.view(batch, 1, regions * slots, 1)
+        k_seq, v_seq = k_seq.masked_fill(~keep, 0), v_seq.masked_fill(~keep, 0)
+    cpu = q.device.type == 'cpu'
+    if cpu:  # the CPU kernel gives a NaN logit zero weight: carry a non-finite key through its value
+        v_seq = v_seq.masked_fill(~torch.isfinite(k_seq).all(-1, keepdim=True), float('nan'))
+    from torch.nn.attention.flex_attention import flex_attention
+    attend = flex_attention if torch.compiler.is_compiling() else _compiled_flex_attention()
+    out = attend(q_seq, k_seq, v_seq, block_mask=_flex_block_mask(region_index, key_valid), scale=scale)
+    if cpu:  # ... and a query whose logits are all NaN a zero output: make it NaN if it attends any key
+        attends = key_valid.any(-1).gather(1, region_index.long().flatten(1)).view(batch, regions, -1).any(-1)
+        bad = ~torch.isfinite(q_seq).all(-1) & attends.repeat_interleave(slots, 1).unsqueeze(1)
+        out = out.masked_fill(bad.unsqueeze(-1), float('nan'))
+    out = out.transpose(1, 2).reshape(batch * regions, slots, heads, v.shape[-1])[:, :tokens]
+    return _from_regions(out, batch, grid_h, grid_w, height, width)
+
+
+class _FlexForwardOnly(torch.autograd.Function):
+    """FlexAttention's compiled CPU kernel is inference-only: run it without autograd, fail on a backward."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, region_index, key_mask, grid_h, grid_w, scale):
+        return _flex_forward(q, k, v, region_index, key_mask, grid_h, grid_w, scale)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        raise UnsupportedBackendError(
+            "attention backend 'flex' cannot run the backward of bra on CPU: FlexAttention's CPU kernel is "
+            "inference-only. Use backend='torch' (or 'auto') to train on CPU, or run 'flex' under torch.no_grad().")
+
+
+def _flex_attention(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, key_mask: Optional[Tensor],
+                    grid_h: int, grid_w: int, scale: float) -> Tensor:
+    """Routed attention through ``torch.nn.attention.flex_attention``.
+
+    Layout: the sequence holds the regions one after another, each padded to ``slots`` tokens
+    (:func:`_flex_slots`: the next power of two, at least 16, FlexAttention's smallest tile), and the
+    block size is ``slots``: every block is one region, so the block mask is the routing itself (query
+    block ``r`` visits the key blocks ``region_index[b, r]``) and a kernel tile never pairs a query with
+    a key it does not attend. That keeps non-finite values local: FlexAttention multiplies the zero
+    probabilities of masked keys by their values, so a tile shared with an unrouted region would turn a
+    NaN there into NaN outputs. Padding slots and ``key_mask``-ed keys are zeroed and masked by
+    ``mask_mod`` (partial blocks); routed regions without either are full blocks. FlexAttention's CPU
+    kernel (like PyTorch's other CPU attention kernels) gives a NaN logit zero weight, so a NaN in q
+    or k would vanish there; on CPU (forward only) a non-finite key therefore turns its value NaN and a
+    non-finite query that attends any key its output. On CUDA the kernel's own arithmetic carries them.
+    Under a ``torch.compile`` backend other than inductor, FlexAttention runs its dense reference
+    (every score of the sequence, and no such locality).
+
+    Cost at BiFormer's region sizes (224px, ``n_win=7``): 8x8 regions (stage 1, 64 tokens) and 4x4
+    (stage 2, 16) fill their blocks, so the computed scores are the useful ones, but the tiles are
+    64x64 and 16x16, far below the 128x128 FlexAttention is tuned for; 2x2 regions (stage 3, 4 tokens)
+    pad to 16 slots, 16x the useful scores and 4x the memory of q, k, v. The default 128-token blocks
+    would fill tiles but mix regions (computing unrouted pairs, up to dense attention at 196 tokens)
+    and break the non-finite locality above. Building the mask costs a few ``(batch, regions,
+    regions)`` tensors per call, no host sync. Tile-level costs: the cost model of issue 17.
+    """
+    if q.device.type == 'cpu' and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+        return _FlexForwardOnly.apply(q, k, v, region_index, key_mask, grid_h, grid_w, scale)
+    return _flex_forward(q, k, v, region_index, key_mask, grid_h, grid_w, scale)
+
+
+# ----------------------------------------------------------------------------------------------
 # public API
 # ----------------------------------------------------------------------------------------------
 def bra_attention(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, region_grid: int | tuple[int, int],
@@ -420,11 +654,14 @@ def bra_attention(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, region_
 
     Args:
         q, k: ``(batch, height, width, heads, head_dim)``; v: ``(batch, height, width, heads, head_dim_v)``.
-        region_index: ``(batch, regions, topk)`` routed regions of each query region (all heads).
+        region_index: ``(batch, regions, topk)`` routed regions of each query region (all heads),
+            distinct within a row.
         region_grid: regions per side, ``n`` or ``(grid_h, grid_w)``; must divide the feature map.
         scale: logit scale, default ``head_dim ** -0.5`` (BiFormer uses ``(heads * head_dim) ** -0.5``).
         key_mask: ``(batch or 1, height, width)`` bool, False for tokens no query may attend.
-        backend: ``'triton'``, ``'torch'``, ``'auto'`` or None (see :mod:`visionattn.ops.dispatch`).
+        backend: ``'triton'``, ``'torch'``, ``'reference'``, ``'flex'``, ``'auto'`` or None (see the
+            module docstring and :mod:`visionattn.ops.dispatch`). Ignored during ONNX export, which
+            runs the ``'reference'`` formulation.
 
     Returns:
         ``(batch, height, width, heads, head_dim_v)`` in the dtype of q (the autocast dtype under autocast).
@@ -432,7 +669,13 @@ def bra_attention(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, region_
     grid_h, grid_w = _check_attention_args(q, k, v, region_index, region_grid, key_mask)
     q, k, v = autocast_inputs(q, k, v)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    if torch.onnx.is_in_onnx_export():
+        return _gather_attention(q, k, v, region_index, key_mask, grid_h, grid_w, scale)
     name = select_backend('bra', backend, q, head_dim=max(q.shape[-1], v.shape[-1]))
+    if name == 'reference':
+        return _gather_attention(q, k, v, region_index, key_mask, grid_h, grid_w, scale)
+    if name == 'flex':
+        return _flex_attention(q, k, v, region_index, key_mask, grid_h, grid_w, scale)
     out, _ = _forward_op(q, k, v, region_index, key_mask, grid_h, grid_w, scale, name)
     return out
 
@@ -446,7 +689,7 @@ def bi_level_routing_attention(q: Tensor, k: Tensor, v: Tensor, region_grid: int
     ``token_mask`` (``(batch or 1, height, width)`` bool) excludes tokens from the routing means and
     from the attended keys (BiFormer's padding, masked); queries at masked positions still get outputs.
     """
-    scale = (q.shape[-2] * q.shape[-1]) ** -0.5 if scale is None else scale
+    scale = max(1, q.shape[-2] * q.shape[-1]) ** -0.5 if scale is None else scale
     region_index = bra_routing(q, k, region_grid, topk, scale, token_mask)
     return bra_attention(q, k, v, region_index, region_grid, scale, token_mask, backend)
 
@@ -454,36 +697,12 @@ def bi_level_routing_attention(q: Tensor, k: Tensor, v: Tensor, region_grid: int
 def bra_attention_reference(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor,
                             region_grid: int | tuple[int, int], scale: float | None = None,
                             key_mask: Tensor | None = None) -> Tensor:
-    """Upstream's formulation (``bra_legacy.py``): gather a ``topk``-times copy of K and V, then attend.
+    """Deprecated: ``bra_attention(..., backend='reference')`` (upstream's gather formulation).
 
-    Same arguments and result as :func:`bra_attention`; autograd through plain PyTorch ops, memory
-    growing with ``topk``. For tests and benchmarks.
+    Kept only while code outside the package still calls it by this name; select the backend instead.
     """
+    warnings.warn("bra_attention_reference is deprecated: use bra_attention(..., backend='reference')",
+                  DeprecationWarning, stacklevel=2)
     grid_h, grid_w = _check_attention_args(q, k, v, region_index, region_grid, key_mask)
-    batch, height, width, heads, head_dim = q.shape
-    regions, topk = grid_h * grid_w, region_index.shape[-1]
-    tokens = (height // grid_h) * (width // grid_w)
-    scale = head_dim ** -0.5 if scale is None else scale
-
-    def windows(x: Tensor) -> Tensor:  # (B, H, W, ...) -> (B, regions, T, channels)
-        return _to_regions(x, grid_h, grid_w).reshape(batch, regions, tokens, -1)
-
-    def gather(x: Tensor) -> Tensor:  # (B, regions, T, C) -> (B * regions, topk * T, C)
-        index = region_index.long().view(batch, regions, topk, 1, 1).expand(-1, -1, -1, tokens, x.shape[-1])
-        picked = torch.gather(x.unsqueeze(1).expand(-1, regions, -1, -1, -1), 2, index)
-        return picked.reshape(batch * regions, topk * tokens, x.shape[-1])
-
-    def split_heads(x: Tensor) -> Tensor:  # (n, L, heads * c) -> (n, heads, L, c)
-        return x.reshape(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
-
-    q_heads = split_heads(windows(q).reshape(batch * regions, tokens, -1))
-    logits = (q_heads * scale) @ split_heads(gather(windows(k))).transpose(-2, -1)
-    if key_mask is not None:
-        valid = gather(windows(key_mask.expand(batch, -1, -1).unsqueeze(-1))).reshape(batch * regions, 1, 1, -1)
-        attended = valid.any(-1, keepdim=True)
-        logits = logits.masked_fill(~valid & attended, float('-inf'))
-    out = torch.softmax(logits, dim=-1) @ split_heads(gather(windows(v)))
-    if key_mask is not None:
-        out = out * attended
-    out = out.transpose(1, 2)  # (B * regions, T, heads, c)
-    return _from_regions(out.reshape(batch * regions, tokens, heads, -1), batch, grid_h, grid_w, height, width)
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    return _gather_attention(q, k, v, region_index, key_mask, grid_h, grid_w, scale)
