@@ -7,10 +7,11 @@ implementation behind each call is picked here, so models never name a backend t
   ``TRITON_INTERPRET=1`` (Triton's CPU interpreter, which the tests use).
 - ``'torch'``: plain PyTorch, runs on any device and floating dtype (CPU, ONNX export, gradcheck in
   float64).
-- ``'reference'`` (neighbourhood attention): the explicit per-query formulation the tests compare every
-  backend against; plain PyTorch, slow, any device and dtype.
-- ``'flex'`` (neighbourhood attention): ``torch.nn.attention.flex_attention`` with a block mask;
-  forward and backward on CUDA, forward only on CPU (a backward there raises).
+- ``'reference'``: the explicit formulation the tests compare every backend against (per-query windows
+  for neighbourhood attention, upstream's gather for routing attention); plain PyTorch, slow, any
+  device and dtype; the naive baseline of benchmarks and pictures.
+- ``'flex'``: ``torch.nn.attention.flex_attention`` with a block mask; forward and backward on CUDA,
+  forward only on CPU (a backward there raises).
 - ``'auto'`` (default): the first backend of :data:`AUTO_ORDER` for the tensors' device whose
   capabilities admit the call, ``'torch'`` when none does.
 
