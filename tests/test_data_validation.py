@@ -191,3 +191,83 @@ def test_every_config_loads_its_data_through_the_validation_layer():
                 classes = {registry.get(t['type']) for t in dataset['pipeline']}
             assert classes & {LoadImageFromFile, LoadMultiBandImage}, (path.name, loader)
             assert not classes & {StockLoadImage, StockLoadSegAnnotations}, (path.name, loader)
+
+
+# --- skipping bad samples ---------------------------------------------------------------------------------
+def test_skipping_replaces_bad_training_samples_and_leaves_bad_evaluation_samples_out(demo, tmp_path):
+    root = copy_of(demo, tmp_path, 'ade') / ADE
+    train = build(SEG_CONFIG, 'train_dataloader', root, on_bad_sample='replace')
+    val = build(SEG_CONFIG, 'val_dataloader', root, on_bad_sample='drop')
+    bad_train, bad_val = train.get_data_info(0)['img_path'], val.get_data_info(0)['img_path']
+    zero_bytes(bad_train)
+    zero_bytes(bad_val)
+
+    sample = train[0]  # another training sample in its place, carrying the skipped file's message
+    assert isinstance(sample['inputs'], torch.Tensor) and sample['data_samples'].img_path != bad_train
+    assert len(sample[SKIPPED_KEY]) == 1 and sample[SKIPPED_KEY][0].startswith(f'{bad_train} is empty')
+    assert '--skip-bad-samples' not in sample[SKIPPED_KEY][0]
+
+    dropped = val[0]
+    assert list(dropped) == [SKIPPED_KEY] and dropped[SKIPPED_KEY][0].startswith(f'{bad_val} is empty')
+    batch = collate_skipping_bad_samples([val[0], val[1]])
+    assert len(batch['inputs']) == 1 and batch[SKIPPED_KEY] == dropped[SKIPPED_KEY]
+    assert collate_skipping_bad_samples([val[0]]) == dropped  # nothing left: the loop passes over it
+
+
+def test_skipping_needs_the_checked_datasets(tmp_path):
+    cfg = Config.fromfile(str(REPO_ROOT / SEG_CONFIG))
+    enable_bad_sample_skipping(cfg, ('train_dataloader', 'val_dataloader'))
+    assert cfg.train_dataloader.dataset.on_bad_sample == 'replace' and cfg.val_dataloader.dataset.on_bad_sample == 'drop'
+    assert cfg.val_cfg.type == 'visionattn.SkippingValLoop'
+    assert dict(type='visionattn.SkippedSamplesHook') in cfg.custom_hooks
+    cfg.val_dataloader.dataset.type = 'ADE20KDataset'  # mmseg's own: cannot skip
+    with pytest.raises(ConfigError, match="val_dataloader uses the dataset 'ADE20KDataset', which cannot skip"):
+        enable_bad_sample_skipping(cfg, ('val_dataloader',))
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.is_file()}
+
+
+@pytest.mark.slow
+def test_train_skips_bad_files_or_stops_with_one_line_and_keeps_what_it_wrote(demo, tmp_path, capsys):
+    """tools/train.py in process (two 2-iteration runs of the demo segmentation config, data loaded in worker
+    processes): with --skip-bad-samples the bad training and validation files are logged and counted in
+    metrics_val.json; without it the run stops with the worker's one-line message and exit status 2, and the
+    checkpoint and metrics of the first run are untouched."""
+    from visionattn.cli.train import main
+    root = copy_of(demo, tmp_path, 'ade') / ADE
+    bad_train = root / 'images/training/ADE_train_00000003.jpg'
+    bad_val = root / 'annotations/validation/ADE_val_00000001.png'
+    zero_bytes(str(bad_train))
+    save_mask(str(bad_val), np.full((128, 128), 200, np.uint8))
+    work_dir = tmp_path / 'work'
+    common = [SEG_CONFIG, '--work-dir', str(work_dir), '--data-root', str(root), '--seed', '0', '--cfg-options',
+              'train_cfg.max_iters=2', 'default_hooks.checkpoint.interval=2', 'train_dataloader.batch_size=2',
+              'val_dataloader.batch_size=1']
+
+    main([*common, 'train_cfg.val_interval=2', '--skip-bad-samples'])
+    log = capsys.readouterr()
+    assert re.search(f'skipped a bad train sample .*{re.escape(str(bad_train))} is empty', log.out + log.err)
+    assert re.search(f'skipped a bad val sample .*{re.escape(str(bad_val))}: mask values', log.out + log.err)
+    record = json.loads((work_dir / 'metrics_val.json').read_text())
+    assert record['skipped_bad_samples'] == dict(train=1, val=1) and 'mIoU' in record['metrics']
+    written = digest(work_dir)
+    assert {'iter_2.pth', 'last_checkpoint', 'metrics_val.json'} <= set(written)
+
+    with pytest.raises(SystemExit) as stopped:
+        main([*common, 'train_cfg.val_interval=1'])
+    log = capsys.readouterr()
+    assert stopped.value.code == 2
+    last_line = log.err.rstrip().splitlines()[-1]  # the bad file met first: in training or in validation
+    assert last_line in (
+        f'error: {bad_train} is empty (0 bytes). Copy the file again from the dataset source (it may be a partial '
+        'download or extraction) or remove it from the split. To leave out such files instead (each is logged and '
+        'counted in the metrics JSON), run with --skip-bad-samples.',
+        f'error: {bad_val}: mask values {{199}} (in the file: {{200}}) are not class indices of this 150-class dataset '
+        '(values present after loading: {199}). reduce_zero_label=True shifts values down by one (0 becomes '
+        'ignored); masks must hold class indices 0..149 (and 255 = ignore), not colours or original label ids: remap '
+        "them, or use the dataset's label_map. To leave out such files instead (each is logged and counted in the "
+        'metrics JSON), run with --skip-bad-samples.')
+    assert 'Caught' not in log.out + log.err and 'Traceback' not in log.out + log.err
+    assert digest(work_dir) == written
