@@ -225,8 +225,10 @@ def test_skipping_needs_the_checked_datasets(tmp_path):
         enable_bad_sample_skipping(cfg, ('val_dataloader',))
 
 
-def digest(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.is_file()}
+def outputs(work_dir: Path) -> dict[str, str]:
+    """Digests of the checkpoints and metrics in ``work_dir`` (each run also dumps its own config there)."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in work_dir.iterdir()
+            if p.suffix == '.pth' or p.name == 'last_checkpoint' or p.name.startswith('metrics_')}
 
 
 @pytest.mark.slow
@@ -252,7 +254,7 @@ def test_train_skips_bad_files_or_stops_with_one_line_and_keeps_what_it_wrote(de
     assert re.search(f'skipped a bad val sample .*{re.escape(str(bad_val))}: mask values', log.out + log.err)
     record = json.loads((work_dir / 'metrics_val.json').read_text())
     assert record['skipped_bad_samples'] == dict(train=1, val=1) and 'mIoU' in record['metrics']
-    written = digest(work_dir)
+    written = outputs(work_dir)
     assert {'iter_2.pth', 'last_checkpoint', 'metrics_val.json'} <= set(written)
 
     with pytest.raises(SystemExit) as stopped:
@@ -270,4 +272,4 @@ def test_train_skips_bad_files_or_stops_with_one_line_and_keeps_what_it_wrote(de
         "them, or use the dataset's label_map. To leave out such files instead (each is logged and counted in the "
         'metrics JSON), run with --skip-bad-samples.')
     assert 'Caught' not in log.out + log.err and 'Traceback' not in log.out + log.err
-    assert digest(work_dir) == written
+    assert outputs(work_dir) == written

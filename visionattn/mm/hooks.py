@@ -35,7 +35,8 @@ def _jsonable(value: Any) -> Any:
 @HOOKS.register_module()
 class MetricsJsonHook(Hook):
     """After each validation / test, dump its metrics (``{}`` when the evaluator had nothing to score) and,
-    when bad samples were skipped, how many (``skipped_bad_samples``: per loader, over all processes)."""
+    with ``--skip-bad-samples``, how many bad files were left out (``skipped_bad_samples``: per loader, over
+    all processes; see :class:`SkippedSamplesHook`)."""
 
     priority = 'VERY_LOW'
 
