@@ -40,7 +40,7 @@ from PIL import Image
 
 import visionattn  # noqa: F401  (arms the mmcv op stand-in before mmseg is imported)
 from mmseg.datasets.transforms import LoadAnnotations
-from visionattn.errors import DataError
+from visionattn.errors import ConfigError, DataError
 from visionattn.registry import TRANSFORMS
 
 from .validation import SKIP_HINT, check_image_size, decode_image, read_file
@@ -48,7 +48,8 @@ from .validation import SKIP_HINT, check_image_size, decode_image, read_file
 __all__ = ['read_raster', 'band_statistics', 'LoadImageFromFile', 'LoadMultiBandImage', 'LoadSegAnnotations',
            'Albumentations']
 
-#: Default ``max_aspect_ratio`` of the image loaders: far beyond any image of the supported datasets.
+#: Default ``max_aspect_ratio`` of the image loaders: resized to a few hundred pixels, a 20:1 image still has a
+#: short side of several pixels.
 MAX_ASPECT_RATIO = 20.0
 
 _TIFF_SUFFIXES = ('.tif', '.tiff')
@@ -104,7 +105,7 @@ def band_statistics(paths: Sequence[str], bands: Sequence[int] | None = None,
             img = img[..., list(bands)]
         pixels = img.reshape(-1, img.shape[-1]).astype(np.float64)
         if total is not None and pixels.shape[1] != len(total):
-            raise ValueError(f'{path} has {pixels.shape[1]} bands, the images before it {len(total)}')
+            raise DataError(f'{path} has {pixels.shape[1]} bands, the images before it {len(total)}')
         total = pixels.sum(0) + (0 if total is None else total)
         total_sq = (pixels ** 2).sum(0) + (0 if total_sq is None else total_sq)
         count += len(pixels)
@@ -166,7 +167,7 @@ class LoadMultiBandImage(BaseTransform):
                  backend_args: dict | None = None) -> None:
         self.bands = None if bands is None else [int(b) for b in bands]
         if num_bands is not None and self.bands is not None and len(self.bands) != num_bands:
-            raise ValueError(f'bands selects {len(self.bands)} bands but num_bands is {num_bands}')
+            raise ConfigError(f'bands selects {len(self.bands)} bands but num_bands is {num_bands}')
         self.num_bands = num_bands
         self.to_float32 = to_float32
         self.max_aspect_ratio = max_aspect_ratio
@@ -314,7 +315,7 @@ class Albumentations(BaseTransform):
 
     def __init__(self, transforms: list[dict], max_value: float | None = None) -> None:
         if not isinstance(transforms, (list, tuple)) or not transforms:
-            raise ValueError('transforms must be a non-empty list of albumentations transform dicts')
+            raise ConfigError('transforms must be a non-empty list of albumentations transform dicts')
         self.transform_cfgs = [dict(t) for t in transforms]
         self.max_value = max_value
         self.aug = albumentations.Compose([self._build(t) for t in self.transform_cfgs])
@@ -322,13 +323,13 @@ class Albumentations(BaseTransform):
     @classmethod
     def _build(cls, cfg: dict) -> Any:
         if not isinstance(cfg, dict) or 'type' not in cfg:
-            raise ValueError(f'each albumentations transform must be a dict with a type, got {cfg!r}')
+            raise ConfigError(f'each albumentations transform must be a dict with a type, got {cfg!r}')
         args = dict(cfg)
         name = args.pop('type')
         transform_cls = getattr(albumentations, name, None) if isinstance(name, str) else name
         if transform_cls is None:
-            raise ValueError(f'albumentations {albumentations.__version__} has no transform {name!r} (1.x names '
-                             'such as JpegCompression and Cutout became ImageCompression and CoarseDropout)')
+            raise ConfigError(f'albumentations {albumentations.__version__} has no transform {name!r} (1.x names '
+                              'such as JpegCompression and Cutout became ImageCompression and CoarseDropout)')
         if 'transforms' in args:
             args['transforms'] = [cls._build(t) for t in args['transforms']]
         init_owner = next(k for k in transform_cls.__mro__ if '__init__' in vars(k))
@@ -342,8 +343,8 @@ class Albumentations(BaseTransform):
         if img.dtype == np.uint16:
             return 65535.0
         if img.size and float(img.max()) > 1.0:
-            raise ValueError(f'{img.dtype} image with values up to {float(img.max()):g}: albumentations expects '
-                             'float images in [0, 1]; set max_value (the value that maps to 1) in Albumentations')
+            raise ConfigError(f'{img.dtype} image with values up to {float(img.max()):g}: albumentations expects '
+                              'float images in [0, 1]; set max_value (the value that maps to 1) in Albumentations')
         return 1.0
 
     def transform(self, results: dict) -> dict:
