@@ -193,6 +193,17 @@ def test_every_config_loads_its_data_through_the_validation_layer():
             assert not classes & {StockLoadImage, StockLoadSegAnnotations}, (path.name, loader)
 
 
+def test_an_error_in_a_dataloader_worker_keeps_its_one_line_message(demo, tmp_path):
+    dataset = build(SEG_CONFIG, 'val_dataloader', copy_of(demo, tmp_path, 'ade') / ADE)
+    path = dataset.get_data_info(0)['img_path']
+    zero_bytes(path)
+    with pytest.raises(DataError) as caught:
+        next(iter(torch.utils.data.DataLoader(dataset, num_workers=1, collate_fn=lambda batch: batch)))
+    assert str(caught.value).startswith(f'{path} is empty (0 bytes). Copy the file again')
+    assert '\n' not in str(caught.value)
+    assert caught.value.__notes__[0].startswith('Caught DataError in DataLoader worker process 0.')  # for --debug
+
+
 # --- skipping bad samples ---------------------------------------------------------------------------------
 def test_skipping_replaces_bad_training_samples_and_leaves_bad_evaluation_samples_out(demo, tmp_path):
     root = copy_of(demo, tmp_path, 'ade') / ADE

@@ -1,10 +1,10 @@
-"""Two CPU (gloo) processes under torchrun (tools/dist_train.sh): when one is killed the job ends at once,
-torchrun naming it; when one is stopped (SIGSTOP) the other gives up after the collective timeout
-(--dist-timeout) with one line naming the rank that did not answer. Checkpoints written before the fault
-stay as they were.
+"""Distributed faults. Two CPU (gloo) processes under torchrun (tools/dist_train.sh): when one is killed the
+job ends at once, torchrun naming it; when one is stopped (SIGSTOP) the other gives up after the collective
+timeout (--dist-timeout) with one line naming the rank that did not answer. Checkpoints written before the
+fault stay as they were.
 
-Each test trains a tiny timm model (test_resnet) on the ImageNet stand-in until it has saved a checkpoint,
-then injects the fault into rank 1.
+Each torchrun test trains a tiny timm model (test_resnet) on the ImageNet stand-in until it has saved a
+checkpoint, then injects the fault into rank 1.
 """
 from __future__ import annotations
 
@@ -18,12 +18,15 @@ import sys
 import time
 from pathlib import Path
 
+import argparse
+
 import pytest
 
 from conftest import REPO_ROOT
+from visionattn.cli.run_options import add_run_arguments, load_run_config
 from visionattn.demo_data import make_demo_data
-
-pytestmark = pytest.mark.slow
+from visionattn.errors import ConfigError
+from visionattn.mm.distributed import DEFAULT_GLOO_TIMEOUT_S, collective_timeout_s, unresponsive_peers_named
 
 TIMEOUT_S = 12  # --dist-timeout of the stopped-rank test; the stopped rank is named after it + half of it
 
@@ -101,6 +104,24 @@ def stop_all(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def run_config(*argv: str):
+    parser = argparse.ArgumentParser()
+    add_run_arguments(parser)
+    return load_run_config(parser.parse_args([str(REPO_ROOT / 'configs/demo/resnet18_imagenet_demo.py'), *argv]), ())
+
+
+def test_the_collective_timeout_is_an_option_with_a_default_on_cpu(monkeypatch):
+    monkeypatch.setenv('LOCAL_RANK', '0')  # load_run_config sets it for the launcher
+    assert run_config('--dist-timeout', '45').env_cfg.dist_cfg.timeout == 45
+    assert collective_timeout_s(run_config().env_cfg.dist_cfg) == DEFAULT_GLOO_TIMEOUT_S == 300
+    with pytest.raises(ConfigError, match='--dist-timeout must be a positive number of seconds, got 0'):
+        run_config('--dist-timeout', '0')
+    with pytest.raises(RuntimeError, match='Timed out'):  # not distributed on CPU: errors pass unchanged
+        with unresponsive_peers_named(None, 300):
+            raise RuntimeError('Timed out waiting 300000ms for recv operation to complete')
+
+
+@pytest.mark.slow
 def test_a_killed_rank_ends_the_job_at_once_and_is_named(imagenet, tmp_path):
     proc, log, ranks, checkpoint, digest = start_training(imagenet, tmp_path / 'work')
     try:
@@ -118,6 +139,7 @@ def test_a_killed_rank_ends_the_job_at_once_and_is_named(imagenet, tmp_path):
     assert Path((tmp_path / 'work' / 'last_checkpoint').read_text().strip()).is_file()
 
 
+@pytest.mark.slow
 def test_a_stopped_rank_is_named_after_the_collective_timeout(imagenet, tmp_path):
     proc, log, ranks, checkpoint, digest = start_training(imagenet, tmp_path / 'work')
     try:
