@@ -215,8 +215,8 @@ def test_skipping_replaces_bad_training_samples_and_leaves_bad_evaluation_sample
 
     sample = train[0]  # another training sample in its place, carrying the skipped file's message
     assert isinstance(sample['inputs'], torch.Tensor) and sample['data_samples'].img_path != bad_train
-    assert len(sample[SKIPPED_KEY]) == 1 and sample[SKIPPED_KEY][0].startswith(f'{bad_train} is empty')
-    assert '--skip-bad-samples' not in sample[SKIPPED_KEY][0]
+    (message,) = set(sample[SKIPPED_KEY])  # drawn once, or again by chance
+    assert message.startswith(f'{bad_train} is empty') and '--skip-bad-samples' not in message
 
     dropped = val[0]
     assert list(dropped) == [SKIPPED_KEY] and dropped[SKIPPED_KEY][0].startswith(f'{bad_val} is empty')

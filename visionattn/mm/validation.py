@@ -38,7 +38,8 @@ from visionattn.errors import ConfigError, DataError, MissingFileError
 from visionattn.registry import FUNCTIONS, LOOPS
 
 __all__ = ['SKIPPED_KEY', 'SKIP_HINT', 'FIX_OR_SKIP', 'read_file', 'decode_image', 'check_image_size',
-           'CheckedDataset', 'collate_skipping_bad_samples', 'SkippingValLoop', 'SkippingTestLoop', 'enable_bad_sample_skipping']
+           'CheckedDataset', 'collate_skipping_bad_samples', 'SkippingValLoop', 'SkippingTestLoop',
+           'enable_bad_sample_skipping']
 
 #: Key under which a sample (and a batch) carries the messages of the bad samples skipped in its place.
 SKIPPED_KEY = 'skipped_bad_samples'
@@ -88,8 +89,8 @@ def check_image_size(shape: Sequence[int], path: str, max_aspect_ratio: float | 
                      transform: str = 'visionattn.LoadImageFromFile') -> None:
     """Refuse an image whose sides differ by more than ``max_aspect_ratio`` (e.g. 1000x2 pixels).
 
-    Such images are almost always damaged or mislabelled files, and they break the pipelines: resizing one
-    to a few hundred pixels rounds its short side to 0 and OpenCV fails far from the file's name.
+    Such a strip breaks the pipelines: resizing it to a few hundred pixels rounds its short side to 0, and
+    OpenCV fails far from the file's name.
     """
     height, width = int(shape[0]), int(shape[1])
     if max_aspect_ratio is None:
@@ -174,18 +175,21 @@ class CheckedDataset:
 
 
 @FUNCTIONS.register_module()
-def collate_skipping_bad_samples(data_batch: Sequence[dict], collate: dict | None = None) -> dict:
-    """Collate the samples of a batch that loaded (with the loader's own ``collate``, default mmengine's
-    ``pseudo_collate``) and gather the messages of the skipped ones under :data:`SKIPPED_KEY`.
-
-    A batch of which every sample was dropped is ``{SKIPPED_KEY: [...]}`` alone (or ``{}``).
+def collate_skipping_bad_samples(data_batch: Sequence[dict], collate: dict | Callable | None = None) -> dict:
+    """Collate the samples of a batch that loaded (with the loader's own ``collate``: a config as the Runner
+    takes it, or a function; default mmengine's ``pseudo_collate``) and gather the messages of the skipped
+    ones under :data:`SKIPPED_KEY`. A batch of which every sample was dropped is ``{SKIPPED_KEY: [...]}``.
     """
-    collate_cfg = dict(collate or dict(type='pseudo_collate'))
-    collate_type = collate_cfg.pop('type')
-    collate_fn = MMENGINE_FUNCTIONS.get(collate_type) if isinstance(collate_type, str) else collate_type
+    if callable(collate):
+        collate_fn = collate
+    else:
+        collate_cfg = dict(collate or dict(type='pseudo_collate'))
+        collate_type = collate_cfg.pop('type')
+        collate_fn = partial(MMENGINE_FUNCTIONS.get(collate_type) if isinstance(collate_type, str) else collate_type,
+                             **collate_cfg)
     skipped = [message for sample in data_batch for message in sample.pop(SKIPPED_KEY, ())]
     kept = [sample for sample in data_batch if sample]
-    batch = partial(collate_fn, **collate_cfg)(kept) if kept else {}
+    batch = collate_fn(kept) if kept else {}
     if skipped:
         batch[SKIPPED_KEY] = skipped
     return batch
@@ -261,8 +265,9 @@ def enable_bad_sample_skipping(cfg: Config, loaders: Sequence[str]) -> None:
                                   'visionattn.CocoDataset, visionattn.ImageNet, visionattn.SegFolderDataset, ...), '
                                   'as the configs under configs/_base_/datasets do.')
             dataset['on_bad_sample'] = 'replace' if loader == 'train_dataloader' else 'drop'
-        loader_cfg['collate_fn'] = dict(type='visionattn.collate_skipping_bad_samples',
-                                        collate=loader_cfg.get('collate_fn') or dict(type='pseudo_collate'))
+        collate = loader_cfg.get('collate_fn') or dict(type='pseudo_collate')
+        if not (isinstance(collate, dict) and collate.get('type') == 'visionattn.collate_skipping_bad_samples'):
+            loader_cfg['collate_fn'] = dict(type='visionattn.collate_skipping_bad_samples', collate=collate)
     for key, (stock, skipping) in _SKIPPING_LOOPS.items():
         loop = cfg.get(key)
         if loop is None:
