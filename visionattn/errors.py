@@ -6,17 +6,40 @@ what to do. The command-line tools print that message alone and exit with status
 (:func:`visionattn.cli.cli_main`); ``--debug`` shows the traceback instead. Each class also derives
 from the built-in exception a caller would expect (``ValueError``, ``FileNotFoundError``, ...), so
 code that caught those before keeps working.
+
+A user error raised inside a DataLoader worker reaches the main process re-made from the worker's
+traceback text (``torch.utils.data`` re-raises ``type(err)("Caught ... Original Traceback ...")``);
+:class:`UserError` recovers the original one-line message from that text and keeps the worker's
+traceback as a note, which ``--debug`` shows.
 """
 from __future__ import annotations
 
 __all__ = ['UserError', 'ConfigError', 'DataError', 'MissingFileError', 'CheckpointError',
-           'WeightsUnavailableError', 'UnknownNameError', 'UnsupportedBackendError']
+           'WeightsUnavailableError', 'UnknownNameError', 'UnsupportedBackendError', 'DistributedError']
 
 
 class UserError(Exception):
     """A mistake in what the user asked for or supplied; the message says what to do."""
 
     exit_status = 2
+
+    def __init__(self, *args: object) -> None:
+        original = _message_from_worker_traceback(type(self), args)
+        if original is None:
+            super().__init__(*args)
+        else:
+            super().__init__(original)
+            self.add_note(str(args[0]))
+
+
+def _message_from_worker_traceback(cls: type, args: tuple) -> str | None:
+    """The message of a ``cls`` error that torch's DataLoader re-raised with the worker's traceback as text."""
+    if len(args) != 1 or not isinstance(args[0], str) or not args[0].startswith(f'Caught {cls.__name__} in '):
+        return None
+    text = args[0]
+    name = cls.__qualname__ if cls.__module__ in ('builtins', '__main__') else f'{cls.__module__}.{cls.__qualname__}'
+    start = text.rfind(f'\n{name}: ')
+    return text[start + len(name) + 3:].rstrip('\n') if start >= 0 else None
 
 
 class ConfigError(UserError, ValueError):
@@ -48,3 +71,7 @@ class UnknownNameError(UserError, KeyError, ValueError):
 
 class UnsupportedBackendError(UserError, RuntimeError):
     """An attention backend asked for by name that cannot run the call (device, dtype, head_dim)."""
+
+
+class DistributedError(UserError, RuntimeError):
+    """A process of a distributed run stopped answering (dead, stopped, hung or unreachable); names it."""

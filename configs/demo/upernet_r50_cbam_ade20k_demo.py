@@ -10,17 +10,17 @@ model = dict(
     decode_head=dict(in_channels=[64, 128, 256, 512], channels=128, norm_cfg=norm_cfg),
     auxiliary_head=dict(in_channels=256, channels=64, norm_cfg=norm_cfg))
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='visionattn.LoadImageFromFile'),
+    dict(type='visionattn.LoadSegAnnotations'),
     dict(type='RandomResize', scale=(128, 128), ratio_range=(0.75, 1.5), keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackSegInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='visionattn.LoadImageFromFile'),
     dict(type='Resize', scale=(128, 128), keep_ratio=True),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='visionattn.LoadSegAnnotations'),
     dict(type='PackSegInputs'),
 ]
 train_dataloader = dict(batch_size=8, num_workers=2, dataset=dict(data_root=data_root, pipeline=train_pipeline))

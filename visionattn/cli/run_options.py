@@ -6,6 +6,7 @@ import os
 
 from mmengine.config import Config, DictAction
 
+from ..errors import ConfigError
 from . import add_debug_argument
 
 __all__ = ['add_run_arguments', 'load_run_config']
@@ -19,6 +20,14 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help='override config entries, e.g. train_cfg.max_iters=100 (keys are checked)')
     parser.add_argument('--data-root', help="replace the config's data_root (e.g. a demo stand-in)")
     parser.add_argument('--launcher', choices=['none', 'pytorch'], default='none', help='job launcher')
+    parser.add_argument('--dist-timeout', type=float, metavar='SECONDS',
+                        help='distributed runs: how long a collective operation waits for the other processes before '
+                        'the run stops, naming the process that did not answer (env_cfg.dist_cfg.timeout; default '
+                        '300 on CPU/gloo, 600 for NCCL)')
+    parser.add_argument('--skip-bad-samples', action='store_true',
+                        help='leave out images and masks that are missing, damaged or invalid instead of stopping at '
+                        'the first (training: another sample takes its place; evaluation: it is not scored); each is '
+                        'logged and their number goes into the metrics JSON')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
     add_debug_argument(parser)
 
@@ -27,6 +36,7 @@ def load_run_config(args: argparse.Namespace, loaders: tuple[str, ...]) -> Confi
     """The config a program runs (options of :func:`add_run_arguments`), checked before anything is built:
     the data roots of ``loaders``, the neck's input channels and the band counts."""
     from visionattn.mm.config import check_band_counts, check_data_roots, check_neck_channels, load_config
+    from visionattn.mm.validation import enable_bad_sample_skipping
 
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.data_root)
@@ -34,4 +44,10 @@ def load_run_config(args: argparse.Namespace, loaders: tuple[str, ...]) -> Confi
     check_neck_channels(cfg)
     check_band_counts(cfg)
     cfg.launcher = args.launcher
+    if args.dist_timeout is not None:
+        if not args.dist_timeout > 0:
+            raise ConfigError(f'--dist-timeout must be a positive number of seconds, got {args.dist_timeout:g}')
+        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['timeout'] = args.dist_timeout
+    if args.skip_bad_samples:
+        enable_bad_sample_skipping(cfg, loaders)
     return cfg

@@ -1,9 +1,11 @@
 """Evaluate a checkpoint on a config's test set; optionally write prediction pictures.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--data-root DIR]
-        [--cfg-options key=value ...] [--launcher {none,pytorch}] [--debug]
+        [--cfg-options key=value ...] [--skip-bad-samples] [--launcher {none,pytorch}] [--dist-timeout SECONDS]
+        [--debug]
 
-Metrics go to the log and to ``<work_dir>/metrics_test.json``.
+Metrics go to the log and to ``<work_dir>/metrics_test.json`` (with ``--skip-bad-samples``, also the number of
+bad files left out).
 """
 from __future__ import annotations
 

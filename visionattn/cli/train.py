@@ -1,10 +1,12 @@
 """Train a classification (mmpretrain), detection (mmdet) or segmentation (mmseg) config.
 
     python tools/train.py configs/biformer_ade20k.py [--work-dir DIR] [--resume [auto|PATH]] [--amp]
-        [--cfg-options key=value ...] [--data-root DIR] [--seed N] [--deterministic]
-        [--launcher {none,pytorch}] [--debug]
+        [--cfg-options key=value ...] [--data-root DIR] [--seed N] [--deterministic] [--skip-bad-samples]
+        [--launcher {none,pytorch}] [--dist-timeout SECONDS] [--debug]
 
-Distributed: ``bash tools/dist_train.sh CONFIG GPUS [args]`` (torchrun; NCCL on GPUs, gloo on CPU).
+Distributed: ``bash tools/dist_train.sh CONFIG GPUS [args]`` (torchrun; NCCL on GPUs, gloo on CPU). A process
+that dies ends the job; one that stops answering ends it after ``--dist-timeout`` (default 300 s on CPU),
+with a message naming its rank.
 """
 from __future__ import annotations
 

@@ -8,4 +8,4 @@ the project's backbones, plug-in modules, datasets, transforms, metrics and runn
 """
 from . import backbones, classifiers, hooks, runtime  # noqa: F401  (registration)
 from . import plugins  # noqa: F401  (registration)
-from . import datasets, metrics, transforms, visualization  # noqa: F401  (registration: domain data)
+from . import datasets, metrics, transforms, validation, visualization  # noqa: F401  (registration: data)

@@ -24,13 +24,15 @@ __all__ = ['load_config', 'build_runner', 'enable_prediction_pictures', 'check_d
            'check_band_counts', 'ConfigError', 'DATASET_SOURCES']
 
 
-# Where each standard dataset comes from; the demo stand-ins are made by tools/make_demo_data.py.
+# Where each standard dataset comes from (also under the stock name without 'visionattn.'); the demo stand-ins
+# are made by tools/make_demo_data.py.
 DATASET_SOURCES = {
-    'ADE20KDataset': ('ADE20K (SceneParsing, ADEChallengeData2016)',
-                      'http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip', 'ade20k'),
-    'CocoDataset': ('COCO 2017', 'https://cocodataset.org/#download (train2017, val2017, annotations)', 'coco'),
-    'ImageNet': ('ImageNet-1k (ILSVRC2012)', 'https://image-net.org/download.php, laid out as described in '
-                 "mmpretrain's ImageNet dataset docs (train/<wnid>/*, val/*, meta/{train,val}.txt)", 'imagenet'),
+    'visionattn.ADE20KDataset': ('ADE20K (SceneParsing, ADEChallengeData2016)',
+                                 'http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip', 'ade20k'),
+    'visionattn.CocoDataset': ('COCO 2017', 'https://cocodataset.org/#download (train2017, val2017, annotations)',
+                               'coco'),
+    'visionattn.ImageNet': ('ImageNet-1k (ILSVRC2012)', 'https://image-net.org/download.php, laid out as described in '
+                            "mmpretrain's ImageNet dataset docs (train/<wnid>/*, val/*, meta/{train,val}.txt)", 'imagenet'),
     'visionattn.KvasirSEGDataset': ('Kvasir-SEG', 'https://datasets.simula.no/kvasir-seg/ (kvasir-seg.zip, unzipped)',
                                     'kvasir_seg'),
     'visionattn.ISIC2018Task1Dataset': ('ISIC 2018 Task 1 (lesion segmentation)', 'https://challenge.isic-archive.com/'
@@ -176,7 +178,7 @@ def _dataset_paths(dataset: dict) -> list[str]:
     paths = [root] if root else []
     prefix = dataset.get('data_prefix')
     prefixes = prefix.values() if isinstance(prefix, dict) else [prefix] if prefix else []
-    if dataset.get('type') == 'ImageNet' and not prefixes and dataset.get('split'):
+    if dataset.get('type') in ('ImageNet', 'visionattn.ImageNet') and not prefixes and dataset.get('split'):
         prefixes = [dataset['split']]
     for value in [*prefixes, dataset.get('ann_file')]:
         if value:
@@ -194,7 +196,8 @@ def check_data_roots(cfg: Config, loaders: tuple[str, ...]) -> None:
             missing = [p for p in _dataset_paths(dataset) if not os.path.exists(p)]
             if not missing:
                 continue
-            name, url, demo = DATASET_SOURCES.get(dataset.get('type'), (dataset.get('type'), None, None))
+            name, url, demo = DATASET_SOURCES.get(dataset.get('type')) or DATASET_SOURCES.get(
+                f"visionattn.{dataset.get('type')}", (dataset.get('type'), None, None))
             lines = [f'{loader}: dataset path {missing[0]} does not exist.',
                      f'This config expects {name} under data_root={dataset.get("data_root")!r}.']
             if url:

@@ -1,4 +1,10 @@
-"""Medical and remote-sensing datasets in their public layouts, built on OpenMMLab's dataset classes.
+"""The datasets the configs name: checked versions of the standard ones, and medical and remote-sensing
+datasets in their public layouts, built on OpenMMLab's dataset classes.
+
+Every class here has :class:`~visionattn.mm.validation.CheckedDataset` mixed in (a missing annotation
+file or an empty split stops with where it looked; ``on_bad_sample`` skips damaged samples):
+``ADE20KDataset``, ``CocoDataset`` and ``ImageNet`` are mmseg's, mmdet's and mmpretrain's with only that
+(and, for ADE20K, the mask checks of the segmentation datasets below).
 
 What OpenMMLab already has is reused: mmseg's ``BaseSegDataset``, ``LoveDADataset`` and
 ``PotsdamDataset``, mmdet's ``XMLDataset`` (VOC format), mmpretrain's ``CustomDataset`` and
@@ -13,6 +19,8 @@ What OpenMMLab already has is reused: mmseg's ``BaseSegDataset``, ``LoveDADatase
 - clear errors where the stock classes fail late or silently: an empty split, an image without its
   mask, class folders that do not match the class list (mmpretrain maps folders to labels by sorted
   name, not by the class list), object names not in the class list (mmdet's XMLDataset skips them).
+  They raise :class:`~visionattn.errors.MissingFileError` (files or folders not found) or
+  :class:`~visionattn.errors.DataError` (contents that cannot be used), which the programs print as one line.
 
 Segmentation samples carry ``num_classes`` so that :class:`~visionattn.mm.transforms.LoadSegAnnotations`
 can check that masks hold class indices.
@@ -21,24 +29,31 @@ from __future__ import annotations
 
 import csv
 import os.path as osp
+import xml.etree.ElementTree as ET
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 from mmengine import fileio
 
 import visionattn  # noqa: F401  (arms the mmcv op stand-in before mmseg/mmdet are imported)
+from mmdet.datasets import CocoDataset as _MMDetCocoDataset
 from mmdet.datasets import XMLDataset
 from mmpretrain.datasets import BaseDataset as ClsBaseDataset
 from mmpretrain.datasets import CustomDataset
+from mmpretrain.datasets import ImageNet as _MMPretrainImageNet
+from mmseg.datasets import ADE20KDataset as _MMSegADE20KDataset
 from mmseg.datasets import BaseSegDataset
 from mmseg.datasets import LoveDADataset as _MMSegLoveDADataset
 from mmseg.datasets import PotsdamDataset as _MMSegPotsdamDataset
 
+from visionattn.errors import ConfigError, DataError, MissingFileError, UnknownNameError
 from visionattn.registry import DATASETS
 
-__all__ = ['split_members', 'SegFolderDataset', 'KvasirSEGDataset', 'ISIC2018Task1Dataset', 'LoveDADataset',
-           'PotsdamDataset', 'DIORDataset', 'ClassFolderDataset', 'EuroSATDataset', 'NWPURESISC45Dataset',
-           'ISIC2018Task3Dataset']
+from .validation import CheckedDataset
+
+__all__ = ['split_members', 'ADE20KDataset', 'CocoDataset', 'ImageNet', 'SegFolderDataset', 'KvasirSEGDataset',
+           'ISIC2018Task1Dataset', 'LoveDADataset', 'PotsdamDataset', 'DIORDataset', 'ClassFolderDataset',
+           'EuroSATDataset', 'NWPURESISC45Dataset', 'ISIC2018Task3Dataset']
 
 _IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff')
 
@@ -50,10 +65,10 @@ def split_members(names: Sequence[str], split: str, fractions: Mapping[str, floa
     splits are disjoint, cover everything, and depend only on the set of names, not on listing order.
     """
     if split not in fractions:
-        raise KeyError(f'split {split!r} is not one of {sorted(fractions)}')
+        raise UnknownNameError(f'split {split!r} is not one of {sorted(fractions)}')
     total = sum(fractions.values())
     if abs(total - 1.0) > 1e-6 or min(fractions.values()) < 0:
-        raise ValueError(f'split_fractions must be non-negative and sum to 1, got {dict(fractions)} (sum {total:g})')
+        raise ConfigError(f'split_fractions must be non-negative and sum to 1, got {dict(fractions)} (sum {total:g})')
     order = sorted(range(len(names)), key=lambda i: names[i])
     order = [order[i] for i in np.random.default_rng(seed).permutation(len(order))]
     bounds = np.round(np.cumsum([0.0, *fractions.values()]) * len(order)).astype(int)
@@ -61,30 +76,53 @@ def split_members(names: Sequence[str], split: str, fractions: Mapping[str, floa
     return sorted(order[bounds[position]:bounds[position + 1]])
 
 
-def _empty_split_error(dataset: str, where: str, what: str, split: str | None = None) -> FileNotFoundError:
+def _empty_split_error(dataset: str, where: str, what: str, split: str | None = None) -> MissingFileError:
     split_note = f' (split {split!r})' if split else ''
-    return FileNotFoundError(f'{dataset}{split_note}: no {what} found in {where}. Check data_root / data_prefix / '
-                             'ann_file in the config (or --data-root), the file suffixes, and the split settings.')
+    return MissingFileError(f'{dataset}{split_note}: no {what} found in {where}. Check data_root / data_prefix / '
+                            'ann_file in the config (or --data-root), the file suffixes, and the split settings.')
 
 
-class _CheckedSegMixin:
-    """Checks shared by the segmentation datasets: non-empty split, a mask for every image."""
+class _CheckedSegMixin(CheckedDataset):
+    """Checks shared by the segmentation datasets: non-empty split, a mask for every image (when skipping
+    bad samples, an image without its mask is skipped when it is loaded), class count in every sample."""
 
     def _checked(self, data_list: list[dict], where: str) -> list[dict]:
         name = type(self).__name__
         if not data_list:
             raise _empty_split_error(name, where, f'images ending in {self.img_suffix!r}',
                                      getattr(self, 'split', None))
-        missing = [d['seg_map_path'] for d in data_list
-                   if 'seg_map_path' in d and not fileio.exists(d['seg_map_path'], backend_args=self.backend_args)]
+        missing = [] if self.on_bad_sample != 'raise' else [
+            d['seg_map_path'] for d in data_list
+            if 'seg_map_path' in d and not fileio.exists(d['seg_map_path'], backend_args=self.backend_args)]
         if missing:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f'{name}: {len(missing)} of {len(data_list)} images have no mask, e.g. {missing[:3]}. Each image '
-                f'<name>{self.img_suffix} needs <name>{self.seg_map_suffix} in the mask folder.')
+                f'<name>{self.img_suffix} needs <name>{self.seg_map_suffix} in the mask folder; or run with '
+                '--skip-bad-samples to leave out such images (each is logged and counted in the metrics JSON).')
         num_classes = len(self._metainfo['classes'])
         for info in data_list:
             info['num_classes'] = num_classes
         return data_list
+
+
+@DATASETS.register_module()
+class ADE20KDataset(_CheckedSegMixin, _MMSegADE20KDataset):
+    """mmseg's ``ADE20KDataset`` (150 classes, mask value 0 ignored through ``reduce_zero_label``), checked:
+    an empty split or an image without its mask stops when the dataset is built, and every sample carries
+    ``num_classes`` for :class:`~visionattn.mm.transforms.LoadSegAnnotations`."""
+
+    def load_data_list(self) -> list[dict]:
+        return self._checked(super().load_data_list(), self.data_prefix.get('img_path', ''))
+
+
+@DATASETS.register_module()
+class CocoDataset(CheckedDataset, _MMDetCocoDataset):
+    """mmdet's ``CocoDataset``, checked: a missing annotation file or an empty split stops when it is built."""
+
+
+@DATASETS.register_module()
+class ImageNet(CheckedDataset, _MMPretrainImageNet):
+    """mmpretrain's ``ImageNet``, checked: a missing annotation file or an empty split stops when it is built."""
 
 
 @DATASETS.register_module()
@@ -101,8 +139,8 @@ class SegFolderDataset(_CheckedSegMixin, BaseSegDataset):
     def __init__(self, split: str | None = None, split_fractions: Mapping[str, float] | None = None,
                  split_seed: int = 0, **kwargs: Any) -> None:
         if (split is None) != (split_fractions is None):
-            raise ValueError('split and split_fractions go together: give both (one folder cut into splits) '
-                             'or neither')
+            raise ConfigError('split and split_fractions go together: give both (one folder cut into splits) '
+                              'or neither')
         self.split, self.split_fractions, self.split_seed = split, split_fractions, split_seed
         super().__init__(**kwargs)
 
@@ -110,7 +148,7 @@ class SegFolderDataset(_CheckedSegMixin, BaseSegDataset):
         data_list = super().load_data_list()
         if self.split is not None:
             if self.ann_file:
-                raise ValueError('give either ann_file (a list of names) or split/split_fractions, not both')
+                raise ConfigError('give either ann_file (a list of names) or split/split_fractions, not both')
             names = [osp.basename(d['img_path']) for d in data_list]
             data_list = [data_list[i] for i in split_members(names, self.split, self.split_fractions,
                                                              self.split_seed)]
@@ -161,7 +199,7 @@ class LoveDADataset(_CheckedSegMixin, _MMSegLoveDADataset):
     def __init__(self, domains: Sequence[str] = ('Urban', 'Rural'), **kwargs: Any) -> None:
         unknown = set(domains) - {'Urban', 'Rural'}
         if unknown or not domains:
-            raise ValueError(f"LoveDA domains are 'Urban' and 'Rural', got {list(domains)}")
+            raise ConfigError(f"LoveDA domains are 'Urban' and 'Rural', got {list(domains)}")
         self.domains = tuple(domains)
         super().__init__(**kwargs)
 
@@ -172,8 +210,8 @@ class LoveDADataset(_CheckedSegMixin, _MMSegLoveDADataset):
         for domain in self.domains:
             img_dir = osp.join(img_root, domain, 'images_png')
             if not fileio.isdir(img_dir, backend_args=self.backend_args):
-                raise FileNotFoundError(f'LoveDADataset: {img_dir} does not exist; data_prefix must point at an '
-                                        'unzipped split folder (Train, Val or Test) holding Urban/ and Rural/')
+                raise MissingFileError(f'LoveDADataset: {img_dir} does not exist; data_prefix must point at an '
+                                       'unzipped split folder (Train, Val or Test) holding Urban/ and Rural/')
             for name in sorted(fileio.list_dir_or_file(img_dir, list_dir=False, suffix=self.img_suffix,
                                                        backend_args=self.backend_args)):
                 info = dict(img_path=osp.join(img_dir, name), label_map=self.label_map,
@@ -199,7 +237,7 @@ class PotsdamDataset(_CheckedSegMixin, _MMSegPotsdamDataset):
 
 
 @DATASETS.register_module()
-class DIORDataset(XMLDataset):
+class DIORDataset(CheckedDataset, XMLDataset):
     """DIOR object detection (Li et al. 2020), horizontal boxes, in the published layout.
 
     ``ImageSets/Main/{train,val,test}.txt`` list image ids; images are in ``JPEGImages-trainval`` or
@@ -226,19 +264,31 @@ class DIORDataset(XMLDataset):
             raise _empty_split_error('DIORDataset', self.ann_file, 'image ids')
         return data_list
 
+    def parse_data_info(self, img_info: dict) -> dict:
+        xml_path = img_info['xml_path']
+        if not fileio.exists(xml_path, backend_args=self.backend_args):
+            raise MissingFileError(f'DIORDataset: {xml_path}, the annotation of image {img_info["img_id"]} listed in '
+                                   f'{self.ann_file}, does not exist. Check ann_subdir and that Annotations.zip is '
+                                   'completely unzipped, or remove the id from the list.')
+        try:
+            return super().parse_data_info(img_info)
+        except ET.ParseError as err:
+            raise DataError(f'DIORDataset: {xml_path} is not valid XML ({err}): re-copy it from the dataset, or remove '
+                            f'image {img_info["img_id"]} from {self.ann_file}.') from err
+
     def _parse_instance_info(self, raw_ann_info: Any, minus_one: bool = True) -> list[dict]:
         for obj in raw_ann_info.findall('object'):
             name = obj.find('name')
             canonical = self._canonical_names.get((name.text or '').strip().lower())
             if canonical is None:
-                raise ValueError(f'DIORDataset: object name {name.text!r} in {raw_ann_info.findtext("filename")} is '
-                                 f'not a DIOR class; known: {list(self.METAINFO["classes"])}')
+                raise DataError(f'DIORDataset: object name {name.text!r} in {raw_ann_info.findtext("filename")} is '
+                                f'not a DIOR class; known: {list(self.METAINFO["classes"])}')
             name.text = canonical
         return super()._parse_instance_info(raw_ann_info, minus_one=minus_one)
 
 
 @DATASETS.register_module()
-class ClassFolderDataset(CustomDataset):
+class ClassFolderDataset(CheckedDataset, CustomDataset):
     """Images in one folder per class (``<data_prefix>/<class>/<image>``), with an optional seeded split.
 
     Labels follow ``metainfo['classes']`` by name (without it, the sorted folder names). Every folder must
@@ -251,25 +301,25 @@ class ClassFolderDataset(CustomDataset):
                  split_fractions: Mapping[str, float] | None = None, split_seed: int = 0,
                  extensions: Sequence[str] = _IMAGE_EXTENSIONS, **kwargs: Any) -> None:
         if (split is None) != (split_fractions is None):
-            raise ValueError('split and split_fractions go together: give both (one folder cut into splits) '
-                             'or neither')
+            raise ConfigError('split and split_fractions go together: give both (one folder cut into splits) '
+                              'or neither')
         self.split, self.split_fractions, self.split_seed = split, split_fractions, split_seed
         super().__init__(data_root=data_root, data_prefix=data_prefix, extensions=extensions, **kwargs)
 
     def load_data_list(self) -> list[dict]:
         if self.ann_file:
             if self.split is not None:
-                raise ValueError('give either ann_file or split/split_fractions, not both')
+                raise ConfigError('give either ann_file or split/split_fractions, not both')
             return super().load_data_list()
         root = self.img_prefix
         if not fileio.isdir(root):
-            raise FileNotFoundError(f'{type(self).__name__}: image folder {root} does not exist')
+            raise MissingFileError(f'{type(self).__name__}: image folder {root} does not exist')
         folders = sorted(fileio.list_dir_or_file(root, list_file=False))
         classes = list(self._metainfo.get('classes') or folders)
         unknown = sorted(set(folders) - set(classes))
         missing = sorted(set(classes) - set(folders))
         if unknown or missing:
-            raise ValueError(f'{type(self).__name__}: the class folders in {root} do not match the classes: '
+            raise DataError(f'{type(self).__name__}: the class folders in {root} do not match the classes: '
                              f'folders that are not classes {unknown}, classes without a folder {missing}. '
                              "Rename the folders or set metainfo=dict(classes=...) to the folder names.")
         self._metainfo['classes'] = tuple(classes)
@@ -322,7 +372,7 @@ class NWPURESISC45Dataset(ClassFolderDataset):
 
 
 @DATASETS.register_module()
-class ISIC2018Task3Dataset(ClsBaseDataset):
+class ISIC2018Task3Dataset(CheckedDataset, ClsBaseDataset):
     """ISIC 2018 Task 3 / HAM10000 skin-lesion diagnosis (7 classes), with the challenge's official splits.
 
     ``ann_file`` is a ground-truth CSV (``ISIC2018_Task3_<Split>_GroundTruth.csv``: ``image`` then one
@@ -342,18 +392,20 @@ class ISIC2018Task3Dataset(ClsBaseDataset):
             raise _empty_split_error(type(self).__name__, self.ann_file, 'rows')
         missing = [c for c in ['image', *classes] if c not in rows[0]]
         if missing:
-            raise ValueError(f'{self.ann_file}: columns {missing} are missing; an ISIC 2018 Task 3 ground-truth CSV '
+            raise DataError(f'{self.ann_file}: columns {missing} are missing; an ISIC 2018 Task 3 ground-truth CSV '
                              f'has image,{",".join(classes)}')
         data_list = []
         for row in rows:
             hot = [c for c in classes if float(row[c]) >= 0.5]
             if len(hot) != 1:
-                raise ValueError(f'{self.ann_file}: image {row["image"]} has {len(hot)} positive classes {hot}; '
+                raise DataError(f'{self.ann_file}: image {row["image"]} has {len(hot)} positive classes {hot}; '
                                  'each row must have exactly one')
             data_list.append(dict(img_path=osp.join(self.img_prefix, row['image'] + '.jpg'),
                                   gt_label=classes.index(hot[0])))
-        absent = [d['img_path'] for d in data_list if not fileio.exists(d['img_path'])]
+        absent = [] if self.on_bad_sample != 'raise' else [d['img_path'] for d in data_list
+                                                              if not fileio.exists(d['img_path'])]
         if absent:
-            raise FileNotFoundError(f'{type(self).__name__}: {len(absent)} images listed in {self.ann_file} are missing, '
-                                    f'e.g. {absent[:3]}')
+            raise MissingFileError(f'{type(self).__name__}: {len(absent)} images listed in {self.ann_file} are missing, '
+                                   f'e.g. {absent[:3]}; or run with --skip-bad-samples to leave them out (each is '
+                                   'logged and counted in the metrics JSON).')
         return data_list

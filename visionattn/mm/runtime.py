@@ -13,6 +13,10 @@ of mmengine is patched globally:
    ``gloo`` first and the wrapper gets ``device_ids=None``. On GPUs the stock NCCL path runs unchanged.
 3. SyncBatchNorm has no CPU implementation: in CPU-distributed runs it is reverted to BatchNorm (each
    process then normalises with its own batch statistics), and the log says so.
+
+In CPU-distributed runs the gloo process group gets a collective timeout (``env_cfg.dist_cfg.timeout``,
+``--dist-timeout``; 300 s by default), and training, validation and testing end with a message naming
+the rank that did not answer when one dies or hangs (:mod:`visionattn.mm.distributed`).
 """
 from __future__ import annotations
 
@@ -22,7 +26,6 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-import torch.distributed as torch_dist
 from mmengine.dist import is_distributed
 from mmengine.logging import HistoryBuffer
 from mmengine.model import MMDistributedDataParallel, is_model_wrapper, revert_sync_batchnorm
@@ -30,6 +33,8 @@ from mmengine.runner import Runner
 from torch import nn
 
 from visionattn.registry import RUNNERS
+
+from .distributed import collective_timeout_s, init_gloo_process_group, unresponsive_peers_named
 
 __all__ = ['VisionAttnRunner', 'mmengine_checkpoint_globals', 'mmengine_checkpoints_loadable']
 
@@ -67,13 +72,31 @@ def _cpu_distributed(launcher: str) -> bool:
 class VisionAttnRunner(Runner):
     """mmengine's Runner with safe checkpoint resume on torch >= 2.6 and CPU (gloo) distribution."""
 
+    _peer_check_group: Any = None  # the gloo diagnosis group of CPU-distributed runs
+
     def setup_env(self, env_cfg: dict) -> None:
         if self.distributed and _cpu_distributed(self.launcher) and not is_distributed():
             if self.launcher != 'pytorch':
                 raise RuntimeError(f"launcher {self.launcher!r} needs CUDA; on CPU use --launcher pytorch "
                                    '(torchrun), which runs with the gloo backend')
-            torch_dist.init_process_group(backend='gloo')
+            self._peer_check_group = init_gloo_process_group(env_cfg.get('dist_cfg'))
         super().setup_env(env_cfg)
+
+    def _peers_named(self) -> contextlib.AbstractContextManager:
+        return unresponsive_peers_named(self._peer_check_group, collective_timeout_s(
+            (self.cfg.get('env_cfg') or {}).get('dist_cfg')))
+
+    def train(self) -> nn.Module:
+        with self._peers_named():
+            return super().train()
+
+    def val(self) -> dict:
+        with self._peers_named():
+            return super().val()
+
+    def test(self) -> dict:
+        with self._peers_named():
+            return super().test()
 
     def wrap_model(self, model_wrapper_cfg: dict | None, model: nn.Module) -> nn.Module:
         if not self.distributed or is_model_wrapper(model) or not _cpu_distributed(self.launcher):

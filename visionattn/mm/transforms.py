@@ -1,7 +1,11 @@
-"""Loading and augmenting medical and remote-sensing images: 16-bit, single-channel, multi-band GeoTIFF.
+"""Loading and augmenting images: checked loading for every config, and 16-bit, single-channel, multi-band GeoTIFF.
 
 None of mmcv, mmseg, mmdet or mmpretrain covers these cases without losing data silently:
 
+- mmcv's ``LoadImageFromFile`` (the loader of every standard pipeline) fails on an empty, truncated or
+  undecodable file with a bare ``AssertionError`` and passes images of degenerate shape (1000x2) on to
+  fail in a resize. :class:`LoadImageFromFile` is that loader with the checks of
+  :mod:`visionattn.mm.validation`: each such file stops with its name, what is wrong and what to do.
 - mmcv's ``LoadImageFromFile`` decodes to 8-bit colour by default and cannot read multi-band TIFF;
   mmseg's ``LoadSingleRSImageFromFile`` needs GDAL. :class:`LoadMultiBandImage` reads TIFF/GeoTIFF with
   ``tifffile`` (pure Python) and other formats with OpenCV's ``IMREAD_UNCHANGED``, keeps the dtype
@@ -17,6 +21,9 @@ None of mmcv, mmseg, mmdet or mmpretrain covers these cases without losing data 
   ignores unknown (e.g. 1.x) argument names with a warning. :class:`Albumentations` rescales non-uint8
   images to [0, 1] by a stated maximum and back, turns unknown arguments into errors, and keeps
   ``img_shape`` and the mask in step.
+
+Every loader here reads files through :mod:`visionattn.mm.validation` (missing, empty, damaged files and
+degenerate images raise :class:`~visionattn.errors.MissingFileError` / :class:`~visionattn.errors.DataError`).
 """
 from __future__ import annotations
 
@@ -28,14 +35,22 @@ import cv2
 import numpy as np
 import tifffile
 from mmcv.transforms import BaseTransform
-from mmengine import fileio
+from mmcv.transforms import LoadImageFromFile as _MMCVLoadImageFromFile
 from PIL import Image
 
 import visionattn  # noqa: F401  (arms the mmcv op stand-in before mmseg is imported)
 from mmseg.datasets.transforms import LoadAnnotations
+from visionattn.errors import ConfigError, DataError
 from visionattn.registry import TRANSFORMS
 
-__all__ = ['read_raster', 'band_statistics', 'LoadMultiBandImage', 'LoadSegAnnotations', 'Albumentations']
+from .validation import SKIP_HINT, check_image_size, decode_image, read_file
+
+__all__ = ['read_raster', 'band_statistics', 'LoadImageFromFile', 'LoadMultiBandImage', 'LoadSegAnnotations',
+           'Albumentations']
+
+#: Default ``max_aspect_ratio`` of the image loaders: resized to a few hundred pixels, a 20:1 image still has a
+#: short side of several pixels.
+MAX_ASPECT_RATIO = 20.0
 
 _TIFF_SUFFIXES = ('.tif', '.tiff')
 
@@ -48,8 +63,8 @@ def _read_tiff(data: bytes, path: str) -> np.ndarray:
     if array.ndim == 2:
         return array[..., None]
     if array.ndim != 3 or 'Y' not in axes or 'X' not in axes:
-        raise ValueError(f'{path}: TIFF with axes {axes!r} and shape {array.shape}; expected one 2-D image '
-                         'with bands (Y, X and one band axis)')
+        raise DataError(f'{path}: TIFF with axes {axes!r} and shape {array.shape}; expected one 2-D image '
+                        'with bands (Y, X and one band axis)')
     band_axis = next(i for i, a in enumerate(axes) if a not in 'YX')
     return np.moveaxis(array, band_axis, -1)
 
@@ -58,17 +73,16 @@ def read_raster(path: str, backend_args: dict | None = None, for_mask: bool = Fa
     """Pixels of ``path`` as (H, W, C) in file channel order, dtype unchanged.
 
     TIFF/GeoTIFF is read with tifffile; masks with Pillow (palette PNGs keep their indices); other
-    images with OpenCV ``IMREAD_UNCHANGED`` (16-bit PNG stays 16-bit), colour converted to RGB(A).
+    images with OpenCV ``IMREAD_UNCHANGED`` (16-bit PNG stays 16-bit), colour converted to RGB(A). A missing,
+    empty or undecodable file raises :class:`~visionattn.errors.MissingFileError` / ``DataError``.
     """
-    data = fileio.get(path, backend_args=backend_args)
+    data = read_file(path, backend_args)
     if path.lower().endswith(_TIFF_SUFFIXES):
-        return _read_tiff(data, path)
-    if for_mask:
-        array = np.asarray(Image.open(io.BytesIO(data)))
+        array = decode_image(data, path, lambda d: _read_tiff(d, path))
+    elif for_mask:
+        array = decode_image(data, path, lambda d: np.asarray(Image.open(io.BytesIO(d))))
     else:
-        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        if array is None:
-            raise ValueError(f'{path}: OpenCV cannot decode this file')
+        array = decode_image(data, path, lambda d: cv2.imdecode(np.frombuffer(d, np.uint8), cv2.IMREAD_UNCHANGED))
         if array.ndim == 3 and array.shape[2] in (3, 4):
             array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB if array.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
     return array if array.ndim == 3 else array[..., None]
@@ -91,13 +105,44 @@ def band_statistics(paths: Sequence[str], bands: Sequence[int] | None = None,
             img = img[..., list(bands)]
         pixels = img.reshape(-1, img.shape[-1]).astype(np.float64)
         if total is not None and pixels.shape[1] != len(total):
-            raise ValueError(f'{path} has {pixels.shape[1]} bands, the images before it {len(total)}')
+            raise DataError(f'{path} has {pixels.shape[1]} bands, the images before it {len(total)}')
         total = pixels.sum(0) + (0 if total is None else total)
         total_sq = (pixels ** 2).sum(0) + (0 if total_sq is None else total_sq)
         count += len(pixels)
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 0))
     return [round(float(m), 4) for m in mean], [round(float(s), 4) for s in std]
+
+
+@TRANSFORMS.register_module()
+class LoadImageFromFile(_MMCVLoadImageFromFile):
+    """mmcv's ``LoadImageFromFile`` (same arguments, same pixels: BGR uint8 by default) with the checks every
+    pipeline needs: a missing, empty, truncated or undecodable file, or an image whose aspect ratio exceeds
+    ``max_aspect_ratio`` (None: no limit), stops with the file, what is wrong and what to do.
+    """
+
+    def __init__(self, to_float32: bool = False, color_type: str = 'color', imdecode_backend: str = 'cv2',
+                 max_aspect_ratio: float | None = MAX_ASPECT_RATIO, backend_args: dict | None = None) -> None:
+        super().__init__(to_float32=to_float32, color_type=color_type, imdecode_backend=imdecode_backend,
+                         backend_args=backend_args)
+        self.max_aspect_ratio = max_aspect_ratio
+
+    def transform(self, results: dict) -> dict:
+        path = results['img_path']
+        img = decode_image(read_file(path, self.backend_args), path, flag=self.color_type,
+                           backend=self.imdecode_backend)
+        check_image_size(img.shape, path, self.max_aspect_ratio)
+        if self.to_float32:
+            img = img.astype(np.float32)
+        results['img'] = img
+        results['img_shape'] = img.shape[:2]
+        results['ori_shape'] = img.shape[:2]
+        return results
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}(to_float32={self.to_float32}, color_type='{self.color_type}', "
+                f"imdecode_backend='{self.imdecode_backend}', max_aspect_ratio={self.max_aspect_ratio}, "
+                f'backend_args={self.backend_args})')
 
 
 @TRANSFORMS.register_module()
@@ -113,29 +158,33 @@ class LoadMultiBandImage(BaseTransform):
         num_bands: the channel count the config expects after band selection (the model's ``in_chans``
             and the length of the preprocessor's mean/std); a file with another count is an error.
         to_float32: return float32 (exact for 8- and 16-bit data).
+        max_aspect_ratio: refuse images whose sides differ more (None: no limit), as :class:`LoadImageFromFile`.
         backend_args: mmengine file backend arguments.
     """
 
     def __init__(self, bands: Sequence[int] | None = None, num_bands: int | None = None,
-                 to_float32: bool = False, backend_args: dict | None = None) -> None:
+                 to_float32: bool = False, max_aspect_ratio: float | None = MAX_ASPECT_RATIO,
+                 backend_args: dict | None = None) -> None:
         self.bands = None if bands is None else [int(b) for b in bands]
         if num_bands is not None and self.bands is not None and len(self.bands) != num_bands:
-            raise ValueError(f'bands selects {len(self.bands)} bands but num_bands is {num_bands}')
+            raise ConfigError(f'bands selects {len(self.bands)} bands but num_bands is {num_bands}')
         self.num_bands = num_bands
         self.to_float32 = to_float32
+        self.max_aspect_ratio = max_aspect_ratio
         self.backend_args = backend_args
 
     def transform(self, results: dict) -> dict:
         path = results['img_path']
         img = read_raster(path, self.backend_args)
+        check_image_size(img.shape, path, self.max_aspect_ratio, 'visionattn.LoadMultiBandImage')
         if self.bands is not None:
             bad = [b for b in self.bands if not 0 <= b < img.shape[2]]
             if bad:
-                raise ValueError(f'{path} has {img.shape[2]} bands (0..{img.shape[2] - 1}); bands={self.bands} '
-                                 f'asks for {bad}')
+                raise DataError(f'{path} has {img.shape[2]} bands (0..{img.shape[2] - 1}); bands={self.bands} '
+                                f'asks for {bad}')
             img = img[..., self.bands]
         if self.num_bands is not None and img.shape[2] != self.num_bands:
-            raise ValueError(
+            raise DataError(
                 f'{path} has {img.shape[2]} band(s) but the config expects {self.num_bands}. Make the data and '
                 'the config agree: num_bands here, in_chans of the backbone and the mean/std of the data '
                 'preprocessor (one value per band) must all equal the band count; or pick bands with bands=[...].')
@@ -148,7 +197,7 @@ class LoadMultiBandImage(BaseTransform):
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(bands={self.bands}, num_bands={self.num_bands}, '
-                f'to_float32={self.to_float32})')
+                f'to_float32={self.to_float32}, max_aspect_ratio={self.max_aspect_ratio})')
 
 
 def _describe(values: np.ndarray, limit: int = 12) -> str:
@@ -166,7 +215,8 @@ class LoadSegAnnotations(LoadAnnotations):
       Kvasir-SEG), pixels >= threshold become 1 and the rest 0 (colour masks: the channel mean is used).
     - the dataset's ``reduce_zero_label`` and ``label_map`` apply as in mmseg.
     - every value must then be a class index ``0..num_classes-1`` or ``ignore_index``; the mask must have
-      the size of its image (``ori_shape``). Otherwise a ``ValueError`` names the file and the fix.
+      the size of its image (``ori_shape``). Otherwise a :class:`~visionattn.errors.DataError` names the file
+      and the fix.
 
     ``num_classes`` comes from the dataset (visionattn's datasets put it in each sample) or this argument.
     """
@@ -185,44 +235,47 @@ class LoadSegAnnotations(LoadAnnotations):
             return mask[..., :3].mean(axis=2)
         if all(np.array_equal(mask[..., 0], mask[..., c]) for c in range(1, min(mask.shape[2], 3))):
             return mask[..., 0]  # grey levels saved as RGB
-        raise ValueError(
+        raise DataError(
             f'{path} is a colour mask ({mask.shape[2]} channels with different values). Masks must hold one '
             'class index per pixel: convert colour-coded masks to index masks (for ISPRS Potsdam/Vaihingen run '
-            "mmseg's tools/dataset_converters/potsdam.py), or set binary_threshold for a black/white mask.")
+            "mmseg's tools/dataset_converters/potsdam.py), or set binary_threshold for a black/white mask. "
+            + SKIP_HINT)
 
     def _load_seg_map(self, results: dict) -> None:
         path = results['seg_map_path']
-        mask = self._single_channel(read_raster(path, self.backend_args, for_mask=True), path)
+        raw = self._single_channel(read_raster(path, self.backend_args, for_mask=True), path)
         ori_shape = results.get('ori_shape')
-        if ori_shape is not None and tuple(mask.shape) != tuple(ori_shape[:2]):
-            raise ValueError(f'{path} is {mask.shape[0]}x{mask.shape[1]} (HxW) but its image '
-                             f'{results.get("img_path")} is {ori_shape[0]}x{ori_shape[1]}: masks must match '
-                             'their images pixel for pixel (re-export the mask at the image size, or check '
-                             'that image and mask names pair up)')
+        if ori_shape is not None and tuple(raw.shape) != tuple(ori_shape[:2]):
+            raise DataError(f'{path} is {raw.shape[0]}x{raw.shape[1]} (HxW) but its image '
+                            f'{results.get("img_path")} is {ori_shape[0]}x{ori_shape[1]}: masks must match '
+                            'their images pixel for pixel (re-export the mask at the image size, or check '
+                            f'that image and mask names pair up). {SKIP_HINT}')
         if self.binary_threshold is not None:
-            mask = (mask >= self.binary_threshold).astype(np.int64)
+            mask = (raw >= self.binary_threshold).astype(np.int64)
         else:
-            mask = mask.astype(np.int64)
-        if results.get('reduce_zero_label'):
-            mask = np.where(mask == 0, self.ignore_index + 1, mask) - 1
+            mask = raw.astype(np.int64)
+        if results.get('reduce_zero_label'):  # as mmseg: 0 becomes ignore_index, ignore_index stays, the rest - 1
+            mask = np.where((mask == 0) | (mask == self.ignore_index), self.ignore_index, mask - 1)
         label_map = results.get('label_map')
         if label_map:
             mapped = mask.copy()
             for old_id, new_id in label_map.items():
                 mapped[mask == old_id] = new_id
             mask = mapped
-        self._check_values(mask, path, results)
+        self._check_values(mask, raw, path, results)
         results['gt_seg_map'] = mask.astype(np.uint8)
         results['seg_fields'].append('gt_seg_map')
 
-    def _check_values(self, mask: np.ndarray, path: str, results: dict) -> None:
+    def _check_values(self, mask: np.ndarray, raw: np.ndarray, path: str, results: dict) -> None:
         num_classes = self.num_classes or results.get('num_classes')
         if num_classes is None:
             return
-        values = np.unique(mask)
+        values = np.flatnonzero(np.bincount(mask.ravel())) if mask.min() >= 0 else np.unique(mask)
         bad = values[((values < 0) | (values >= num_classes)) & (values != self.ignore_index)]
         if not len(bad):
             return
+        raw_bad = np.unique(raw[np.isin(mask, bad)])
+        in_file = '' if np.array_equal(raw_bad, bad) else f' (in the file: {_describe(raw_bad)})'
         hints = []
         if num_classes == 2 and self.binary_threshold is None:
             hints.append('for a binary mask saved as 0/255 (or as JPEG) set binary_threshold=128')
@@ -230,9 +283,9 @@ class LoadSegAnnotations(LoadAnnotations):
             hints.append('reduce_zero_label=True shifts values down by one (0 becomes ignored)')
         hints.append(f'masks must hold class indices 0..{num_classes - 1} (and {self.ignore_index} = ignore), '
                      'not colours or original label ids: remap them, or use the dataset\'s label_map')
-        raise ValueError(f'{path}: mask values {_describe(bad)} are not class indices of this '
-                         f'{num_classes}-class dataset (values present after loading: {_describe(values)}). '
-                         + '; '.join(hints) + '.')
+        raise DataError(f'{path}: mask values {_describe(bad)}{in_file} are not class indices of this '
+                        f'{num_classes}-class dataset (values present after loading: {_describe(values)}). '
+                        + '; '.join(hints) + f'. {SKIP_HINT}')
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(binary_threshold={self.binary_threshold}, '
@@ -262,7 +315,7 @@ class Albumentations(BaseTransform):
 
     def __init__(self, transforms: list[dict], max_value: float | None = None) -> None:
         if not isinstance(transforms, (list, tuple)) or not transforms:
-            raise ValueError('transforms must be a non-empty list of albumentations transform dicts')
+            raise ConfigError('transforms must be a non-empty list of albumentations transform dicts')
         self.transform_cfgs = [dict(t) for t in transforms]
         self.max_value = max_value
         self.aug = albumentations.Compose([self._build(t) for t in self.transform_cfgs])
@@ -270,13 +323,13 @@ class Albumentations(BaseTransform):
     @classmethod
     def _build(cls, cfg: dict) -> Any:
         if not isinstance(cfg, dict) or 'type' not in cfg:
-            raise ValueError(f'each albumentations transform must be a dict with a type, got {cfg!r}')
+            raise ConfigError(f'each albumentations transform must be a dict with a type, got {cfg!r}')
         args = dict(cfg)
         name = args.pop('type')
         transform_cls = getattr(albumentations, name, None) if isinstance(name, str) else name
         if transform_cls is None:
-            raise ValueError(f'albumentations {albumentations.__version__} has no transform {name!r} (1.x names '
-                             'such as JpegCompression and Cutout became ImageCompression and CoarseDropout)')
+            raise ConfigError(f'albumentations {albumentations.__version__} has no transform {name!r} (1.x names '
+                              'such as JpegCompression and Cutout became ImageCompression and CoarseDropout)')
         if 'transforms' in args:
             args['transforms'] = [cls._build(t) for t in args['transforms']]
         init_owner = next(k for k in transform_cls.__mro__ if '__init__' in vars(k))
@@ -290,8 +343,8 @@ class Albumentations(BaseTransform):
         if img.dtype == np.uint16:
             return 65535.0
         if img.size and float(img.max()) > 1.0:
-            raise ValueError(f'{img.dtype} image with values up to {float(img.max()):g}: albumentations expects '
-                             'float images in [0, 1]; set max_value (the value that maps to 1) in Albumentations')
+            raise ConfigError(f'{img.dtype} image with values up to {float(img.max()):g}: albumentations expects '
+                              'float images in [0, 1]; set max_value (the value that maps to 1) in Albumentations')
         return 1.0
 
     def transform(self, results: dict) -> dict:

@@ -3,7 +3,7 @@
 # 480-800, or 400-600 then a 384-600 crop then 480-800; 1333 longer side. Testing stays 1333x800.
 _base_ = './coco_instance.py'
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='visionattn.LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='RandomFlip', prob=0.5),
     dict(type='RandomChoice', transforms=[

@@ -8,14 +8,14 @@ data_root = 'data/DIOR/'
 img_scale = (800, 800)
 # Overhead imagery: horizontal, vertical and diagonal flips (boxes stay axis-aligned).
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='visionattn.LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='Resize', scale=img_scale, keep_ratio=True),
     dict(type='RandomFlip', prob=0.75, direction=['horizontal', 'vertical', 'diagonal']),
     dict(type='PackDetInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='visionattn.LoadImageFromFile'),
     dict(type='Resize', scale=img_scale, keep_ratio=True),
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),

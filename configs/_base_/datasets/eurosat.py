@@ -7,11 +7,11 @@ data_root = 'data/EuroSAT'
 split_fractions = dict(train=0.6, val=0.2, test=0.2)
 # Overhead imagery has no "up": all eight flips/rotations of the square patch.
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='visionattn.LoadImageFromFile'),
     dict(type='visionattn.Albumentations', transforms=[dict(type='SquareSymmetry', p=1.0)]),
     dict(type='PackInputs'),
 ]
-test_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
+test_pipeline = [dict(type='visionattn.LoadImageFromFile'), dict(type='PackInputs')]
 
 
 def _split(split: str, pipeline: list) -> dict:

@@ -1,12 +1,12 @@
 # ImageNet-1k, mmpretrain layout (train/<wnid>/*, val/*, meta/{train,val}.txt); the DeiT/Swin recipe's
 # augmentation (RandAugment, random erasing; Mixup/CutMix live in the model's train_cfg).
 default_scope = 'mmpretrain'
-dataset_type = 'ImageNet'
+dataset_type = 'visionattn.ImageNet'
 data_root = 'data/imagenet'
 bgr_mean = [103.53, 116.28, 123.675]
 bgr_std = [57.375, 57.12, 58.395]
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='visionattn.LoadImageFromFile'),
     dict(type='RandomResizedCrop', scale=224, backend='pillow', interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='RandAugment', policies='timm_increasing', num_policies=2, total_level=10, magnitude_level=9,
@@ -16,7 +16,7 @@ train_pipeline = [
     dict(type='PackInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='visionattn.LoadImageFromFile'),
     dict(type='ResizeEdge', scale=256, edge='short', backend='pillow', interpolation='bicubic'),
     dict(type='CenterCrop', crop_size=224),
     dict(type='PackInputs'),

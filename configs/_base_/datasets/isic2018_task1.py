@@ -6,7 +6,7 @@ data_root = 'data/ISIC2018'
 img_scale = (512, 512)
 # Medical augmentation: flips, affine and elastic deformation, intensity (brightness/contrast, gamma).
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='visionattn.LoadImageFromFile'),
     dict(type='visionattn.LoadSegAnnotations', binary_threshold=128),
     dict(type='Resize', scale=img_scale, keep_ratio=False),
     dict(type='RandomFlip', prob=0.5, direction=['horizontal', 'vertical']),
@@ -19,7 +19,7 @@ train_pipeline = [
     dict(type='PackSegInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='visionattn.LoadImageFromFile'),
     dict(type='Resize', scale=img_scale, keep_ratio=False),
     dict(type='visionattn.LoadSegAnnotations', binary_threshold=128),  # after Resize: scored at full size
     dict(type='PackSegInputs'),

@@ -6,7 +6,7 @@ dataset_type = 'visionattn.ISIC2018Task3Dataset'
 data_root = 'data/ISIC2018'
 # Medical augmentation: crops, flips, rotation and intensity jitter.
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='visionattn.LoadImageFromFile'),
     dict(type='RandomResizedCrop', scale=224, crop_ratio_range=(0.4, 1.0)),
     dict(type='RandomFlip', prob=0.5, direction=['horizontal', 'vertical']),
     dict(type='visionattn.Albumentations', transforms=[
@@ -17,7 +17,7 @@ train_pipeline = [
     dict(type='PackInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='visionattn.LoadImageFromFile'),
     dict(type='ResizeEdge', scale=256, edge='short'),
     dict(type='CenterCrop', crop_size=224),
     dict(type='PackInputs'),

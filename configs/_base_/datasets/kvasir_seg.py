@@ -8,7 +8,7 @@ img_scale = (512, 512)
 split_fractions = dict(train=0.8, val=0.1, test=0.1)
 # Medical augmentation: flips, affine and elastic deformation, intensity (brightness/contrast, gamma).
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='visionattn.LoadImageFromFile'),
     dict(type='visionattn.LoadSegAnnotations', binary_threshold=128),
     dict(type='Resize', scale=img_scale, keep_ratio=False),
     dict(type='RandomFlip', prob=0.5, direction=['horizontal', 'vertical']),
@@ -21,7 +21,7 @@ train_pipeline = [
     dict(type='PackSegInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='visionattn.LoadImageFromFile'),
     dict(type='Resize', scale=img_scale, keep_ratio=False),
     dict(type='visionattn.LoadSegAnnotations', binary_threshold=128),  # after Resize: scored at full size
     dict(type='PackSegInputs'),

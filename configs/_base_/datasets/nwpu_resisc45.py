@@ -7,12 +7,12 @@ data_root = 'data/NWPU-RESISC45'
 split_fractions = dict(train=0.2, val=0.1, test=0.7)
 # Scale jitter, then all eight flips/rotations (overhead imagery has no "up").
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='visionattn.LoadImageFromFile'),
     dict(type='RandomResizedCrop', scale=224, crop_ratio_range=(0.5, 1.0)),
     dict(type='visionattn.Albumentations', transforms=[dict(type='SquareSymmetry', p=1.0)]),
     dict(type='PackInputs'),
 ]
-test_pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=224), dict(type='PackInputs')]
+test_pipeline = [dict(type='visionattn.LoadImageFromFile'), dict(type='Resize', scale=224), dict(type='PackInputs')]
 
 
 def _split(split: str, pipeline: list) -> dict:

@@ -8,7 +8,7 @@ data_root = 'data/potsdam'
 crop_size = (512, 512)
 # Overhead imagery has no "up": all eight flips/rotations of a square crop, scale jitter, colour jitter.
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='visionattn.LoadImageFromFile'),
     dict(type='visionattn.LoadSegAnnotations'),
     dict(type='RandomResize', scale=(512, 512), ratio_range=(0.5, 2.0), keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
@@ -17,7 +17,7 @@ train_pipeline = [
     dict(type='PackSegInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='visionattn.LoadImageFromFile'),
     dict(type='Resize', scale=(512, 512), keep_ratio=True),
     dict(type='visionattn.LoadSegAnnotations'),
     dict(type='PackSegInputs'),
