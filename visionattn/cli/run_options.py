@@ -19,6 +19,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help='override config entries, e.g. train_cfg.max_iters=100 (keys are checked)')
     parser.add_argument('--data-root', help="replace the config's data_root (e.g. a demo stand-in)")
     parser.add_argument('--launcher', choices=['none', 'pytorch'], default='none', help='job launcher')
+    parser.add_argument('--non-strict', action='store_true',
+                        help='load a checkpoint that does not fit the model: only the matching tensors, with a '
+                        'warning that names the rest (default: stop with that report)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
     add_debug_argument(parser)
 
@@ -34,4 +37,6 @@ def load_run_config(args: argparse.Namespace, loaders: tuple[str, ...]) -> Confi
     check_neck_channels(cfg)
     check_band_counts(cfg)
     cfg.launcher = args.launcher
+    if args.non_strict:
+        cfg.load_strict = False
     return cfg
