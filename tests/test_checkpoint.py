@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import zipfile
 from pathlib import Path
 
@@ -163,20 +162,6 @@ def test_atomic_write_leaves_the_old_file_when_the_writer_fails(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Pretrained weights: in init_weights(), checked, and one message when they cannot be fetched
 # ---------------------------------------------------------------------------------------------
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any connection attempt fails at once (and is recorded)."""
-    attempts = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise ConnectionRefusedError('networking is disabled in this test')
-
-    monkeypatch.setattr(socket.socket, 'connect', refuse)
-    monkeypatch.setattr(socket, 'getaddrinfo', refuse)
-    return attempts
-
-
 @pytest.fixture
 def empty_caches(tmp_path, monkeypatch):
     from huggingface_hub import constants

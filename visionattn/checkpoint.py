@@ -163,6 +163,8 @@ def read_checkpoint(path: PathLike, map_location: Any = 'cpu') -> Any:
     with open(path, 'rb') as f:
         head = f.read(64)
     if _is_safetensors(path, head):
+        if len(head) > 8 and head[8:9] != b'{':
+            raise CheckpointError(f'{path} is not a safetensors file: it looks like {_what_it_looks_like(head)}.')
         return _read_safetensors(path, size)
     if head.startswith(_ZIP_MAGIC):
         _check_zip(path, size, check_data=False)

@@ -84,11 +84,13 @@ def _model_from_entry_point(family: str, name: str, model_kwargs: dict[str, Any]
         raise UnknownNameError(f'model {name!r} is not a timm model; names of the family: '
                                f"timm.list_models('{family}*') after `import visionattn`")
     model = timm.create_model(name, pretrained=False, **model_kwargs)
+    model_name = f'{name} {model_kwargs or ""}'.strip()
     try:
         converted = convert_state_dict(family, state_dict, model)
     except (RuntimeError, ValueError) as err:
-        raise CheckpointError(f'the checkpoint does not match {name} {model_kwargs or ""}: {err}\n{_CONVERT_ADVICE}')
-    load_state_dict_checked(model, converted, source=str(source), model_name=f'{name} {model_kwargs or ""}'.strip(),
+        raise CheckpointError(f'{source} does not fit {model_name}: the {family} checkpoint filter fails on it '
+                              f'({err}). {_CONVERT_ADVICE}') from err
+    load_state_dict_checked(model, converted, source=str(source), model_name=model_name,
                             looks_like=describe_checkpoint(state_dict), advice=_CONVERT_ADVICE)
     return model
 

@@ -62,7 +62,8 @@ _NON_STRICT = '--non-strict (load_strict=False in the config)'
 # Checkpoint content that plain safe loading accepts
 # ---------------------------------------------------------------------------------------------
 def _plain(value: Any) -> Any:
-    """``value`` with mmengine's log buffers and numpy values replaced by plain Python ones."""
+    """``value`` with mmengine's log buffers and numpy values replaced by plain Python ones; containers without
+    such values are returned as they are (a state dict keeps its ``_metadata``)."""
     if isinstance(value, HistoryBuffer):
         log_history, count_history = value.data
         return dict(kind=_HISTORY_BUFFER, log_history=log_history.tolist(), count_history=count_history.tolist(),
@@ -72,10 +73,13 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, Mapping):
-        plain = ((k, _plain(v)) for k, v in value.items())
-        return OrderedDict(plain) if isinstance(value, OrderedDict) else dict(plain)
+        items = [(k, v, _plain(v)) for k, v in value.items()]
+        if all(new is old for _, old, new in items):
+            return value
+        return (OrderedDict if isinstance(value, OrderedDict) else dict)((k, new) for k, _, new in items)
     if type(value) in (list, tuple):
-        return type(value)(_plain(v) for v in value)
+        converted = [_plain(v) for v in value]
+        return value if all(new is old for new, old in zip(converted, value)) else type(value)(converted)
     return value
 
 
@@ -92,8 +96,7 @@ class PlainCheckpointContentHook(Hook):
 
     def before_save_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
         for key in checkpoint:
-            if key != 'state_dict':  # tensors only, and its _metadata (module versions) must survive
-                checkpoint[key] = _plain(checkpoint[key])
+            checkpoint[key] = _plain(checkpoint[key])
 
     def after_load_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
         scalars = checkpoint.get('message_hub', {}).get('log_scalars', {}) if isinstance(checkpoint, dict) else {}
