@@ -176,16 +176,17 @@ def test_backbone_weights_load_in_init_weights_and_are_checked(tmp_path, no_netw
     backbone = TimmBackbone('test_convnext', pretrained=str(path))
     assert not torch.equal(backbone.model.stem_0.weight, source.stem[0].weight)  # nothing loaded when built
     backbone.init_weights()
-    torch.testing.assert_close(backbone.model.stages_3.blocks[0].conv_dw.weight, source.stages[3].blocks[0].conv_dw.weight)
+    torch.testing.assert_close(backbone.model.stages_3.blocks[0].conv_dw.weight,
+                               source.stages[3].blocks[0].conv_dw.weight)
     TimmBackbone('test_convnext', pretrained=str(tmp_path / 'absent.pth'))  # building never reads the file
     with pytest.raises(MissingFileError, match='absent.pth does not exist; fix model.backbone.pretrained'):
         TimmBackbone('test_convnext', pretrained=str(tmp_path / 'absent.pth')).init_weights()
     partial = {k: v for k, v in source.state_dict().items() if not k.startswith('stages.3.blocks.0.conv_dw')}
     torch.save(dict(partial, **{'extra.weight': torch.ones(2)}), tmp_path / 'partial.pth')
-    with pytest.raises(CheckpointError, match=r'partial.pth does not fit test_convnext: 2 of the \d+ model tensors are '
-                                              r'missing \(stages.3.blocks.0.conv_dw.weight, stages.3.blocks.0.conv_dw.bias\); '
-                                              r'1 tensors belong to no part of the model \(extra.weight\).*'
-                                              r'model.backbone.pretrained_strict=False'):
+    with pytest.raises(CheckpointError, match=r'partial.pth does not fit test_convnext: 2 of the \d+ model tensors '
+                                              r'are missing \(stages.3.blocks.0.conv_dw.weight, '
+                                              r'stages.3.blocks.0.conv_dw.bias\); 1 tensors belong to no part of the '
+                                              r'model \(extra.weight\).*model.backbone.pretrained_strict=False'):
         TimmBackbone('test_convnext', pretrained=str(tmp_path / 'partial.pth')).init_weights()
     lenient = TimmBackbone('test_convnext', pretrained=str(tmp_path / 'partial.pth'), pretrained_strict=False)
     lenient.init_weights()

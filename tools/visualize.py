@@ -475,7 +475,8 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--model-kwargs', type=json.loads, default={},
                         help='JSON dict of extra timm.create_model arguments, e.g. \'{"n_win": 8}\'')
     parser.add_argument('--out', required=True, help='PNG file to write')
-    parser.add_argument('--non-strict', action='store_true', help='load a checkpoint that does not fit: only what matches')
+    parser.add_argument('--non-strict', action='store_true',
+                        help='load a checkpoint that does not fit: only what matches')
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -491,7 +492,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument('--device', default='cpu')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                    help='override config entries (keys are checked), e.g. model.test_cfg.rcnn.score_thr=0.1')
-    p.add_argument('--non-strict', action='store_true', help='load a checkpoint that does not fit: only what matches')
+    p.add_argument('--non-strict', action='store_true', help='load a checkpoint that does not fit: what matches')
     p = sub.add_parser('routing', help='BiFormer: regions routed to a query pixel')
     _model_args(p)
     p.add_argument('--image', required=True)

@@ -332,7 +332,8 @@ def load_state_dict_checked(model: nn.Module, state_dict: Mapping[str, Any], *, 
 
 
 _HEAD_NAMES = ('fc', 'head', 'head.fc', 'classifier', 'head.fc.fc', 'last_linear')
-_ROLES = ((('backbone.', 'decode_head.'), 'an mmseg segmentor'), (('backbone.', 'roi_head.'), 'an mmdet two-stage detector'),
+_ROLES = ((('backbone.', 'decode_head.'), 'an mmseg segmentor'),
+          (('backbone.', 'roi_head.'), 'an mmdet two-stage detector'),
           (('backbone.', 'bbox_head.'), 'an mmdet detector'), (('backbone.', 'head.'), 'an mmpretrain classifier'))
 
 

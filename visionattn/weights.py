@@ -183,9 +183,9 @@ def create_model_with_weights(model_name: str, weights: Union[bool, str], *, str
     ``weights=True``: the model's published weights (hub or URL; failures as :func:`fetching`). A path: that
     file, read safely, through the entry point's checkpoint filter and input-channel adaptation (timm's own
     mechanism, as ``pretrained_cfg_overlay=dict(file=...)``), then checked: with ``strict`` a tensor the model
-    uses but the file lacks (the classifier, which a different class count replaces, and the normalized keys in
-    ``allowed_missing`` (:func:`feature_key_forms`) excepted), a tensor of the file that lands nowhere, or a shape that differs stops with
-    a CheckpointError naming them; otherwise they are logged and the rest is loaded.
+    uses but the file lacks (except the classifier, which a different class count replaces, and the keys in
+    ``allowed_missing``, see :func:`feature_key_forms`), a tensor of the file that lands nowhere, or a shape
+    that differs stops with a CheckpointError naming them; otherwise they are logged and the rest is loaded.
     """
     import timm
     if weights is True:
@@ -212,10 +212,10 @@ def create_model_with_weights(model_name: str, weights: Union[bool, str], *, str
                 overlay['state_dict'] = {k: v for k, v in state.items() if k not in {m[0] for m in mismatched}}
                 model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
     keys = loads[-1] if loads else None
-    missing = tuple(keys.missing_keys if keys else ())
-    if model is not None:  # only what the built model uses counts (a features model drops the head and more)
+    missing: tuple[str, ...] = ()
+    if model is not None and keys:  # only what the built model uses counts (a features model drops the head...)
         used, fresh = feature_key_forms(model.state_dict()), _classifier_prefixes(model_name)
-        missing = tuple(k for k in missing if _normalized(k) in used and _normalized(k) not in allowed_missing
+        missing = tuple(k for k in keys.missing_keys if _normalized(k) in used and _normalized(k) not in allowed_missing
                         and not k.startswith(fresh))
     model_tensors = len(model.state_dict()) if model is not None else len(state)
     report = KeyReport(missing=missing, unexpected=tuple(keys.unexpected_keys if keys else ()),

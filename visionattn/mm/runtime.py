@@ -10,7 +10,8 @@ and test tools of mmseg, mmdet and mmpretrain honour too), so that nothing of mm
    loads what fits and logs the report). The checkpoints this Runner writes hold only tensors and plain
    Python values (:class:`PlainCheckpointContentHook`): mmengine's log buffers are stored as lists and read
    back on resume, so plain ``torch.load``, and mmengine's own Runner in stock OpenMMLab tools, load them
-   safely too. Older files with mmengine's log objects still load (:func:`~visionattn.checkpoint.mmengine_types_allowed`).
+   safely too. Older files with mmengine's log objects still load
+   (:func:`~visionattn.checkpoint.mmengine_types_allowed`).
 2. Crash-safe saving: a checkpoint is written to a temporary file and renamed into place once complete
    (:func:`~visionattn.checkpoint.write_atomically`), and mmengine's ``CheckpointHook`` is replaced by
    :class:`CheckpointHook`, which deletes outdated checkpoints (``max_keep_ckpts``, the previous best) only
