@@ -34,6 +34,26 @@ def upstream_manifests() -> dict:
     return json.loads(path.read_text())
 
 
+def disable_network(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Make every connection attempt (and name lookup) fail at once; the returned list records them."""
+    import socket
+    attempts: list = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise ConnectionRefusedError('networking is disabled in this test')
+
+    monkeypatch.setattr(socket.socket, 'connect', refuse)
+    monkeypatch.setattr(socket, 'getaddrinfo', refuse)
+    return attempts
+
+
+@pytest.fixture
+def no_network(monkeypatch) -> list:
+    """No network for the test (:func:`disable_network`)."""
+    return disable_network(monkeypatch)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

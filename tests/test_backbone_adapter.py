@@ -87,8 +87,11 @@ def test_pretrained_kernels_are_zero_padded_when_model_kwargs_widen_them(tmp_pat
     """Wider depthwise kernels loaded from narrower pretrained ones compute the same function."""
     weights = tmp_path / 'convnext_atto.pth'
     torch.save(timm.create_model('convnext_atto').state_dict(), weights)
-    as_published = TimmBackbone('convnext_atto', pretrained=str(weights)).eval()
-    widened = TimmBackbone('convnext_atto', pretrained=str(weights), model_kwargs=dict(kernel_sizes=9)).eval()
+    as_published = TimmBackbone('convnext_atto', pretrained=str(weights))
+    widened = TimmBackbone('convnext_atto', pretrained=str(weights), model_kwargs=dict(kernel_sizes=9))
+    for backbone in (as_published, widened):
+        backbone.init_weights()
+        backbone.eval()
     assert widened.model.stages_0.blocks[0].conv_dw.kernel_size == (9, 9)
     x = torch.randn(1, 3, 70, 90)
     with torch.no_grad():

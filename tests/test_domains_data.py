@@ -291,6 +291,7 @@ def test_pretrained_rgb_stem_is_adapted_to_the_band_count(tmp_path, in_chans):
     torch.save(rgb.state_dict(), tmp_path / 'rgb.pth')
     model = MODELS.build(dict(type='visionattn.TimmClassifier', model_name='test_resnet', num_classes=5,
                               in_chans=in_chans, pretrained=str(tmp_path / 'rgb.pth')))
+    model.init_weights()  # pretrained weights load here (OpenMMLab's convention), never at construction
     source = rgb.conv1[0].weight
     expected = source.sum(1, keepdim=True) if in_chans == 1 else \
         source[:, [c % 3 for c in range(in_chans)]] * (3 / in_chans)

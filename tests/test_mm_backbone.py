@@ -77,9 +77,11 @@ def test_pretrained_local_file_loads_and_adapts_input_channels(tmp_path):
     path = tmp_path / 'resnet18.pth'
     torch.save(source.state_dict(), path)
     backbone = TimmBackbone('resnet18', pretrained=str(path))
+    backbone.init_weights()  # OpenMMLab's convention: pretrained weights load here, never at construction
     torch.testing.assert_close(backbone.model.layer3[0].conv1.weight, source.layer3[0].conv1.weight)
     # timm repeats / scales RGB filters for other channel counts; a single channel gets their sum
     gray = TimmBackbone('resnet18', pretrained=str(path), in_chans=1)
+    gray.init_weights()
     torch.testing.assert_close(gray.model.conv1.weight, source.conv1.weight.sum(1, keepdim=True))
 
 
@@ -100,7 +102,7 @@ def test_clear_errors():
     with pytest.raises(ValueError, match='frozen_stages must be in -1..4'):
         TimmBackbone('resnet18', frozen_stages=5)
     with pytest.raises(FileNotFoundError):
-        TimmBackbone('resnet18', pretrained='/nonexistent/weights.pth')
+        TimmBackbone('resnet18', pretrained='/nonexistent/weights.pth').init_weights()
 
 
 def test_stage_feature_info_allocates_nothing():

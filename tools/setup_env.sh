@@ -15,3 +15,8 @@ if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --no-build-isolation -e '.[all]'
   touch "$stamp"
 fi
+# Stock OpenMMLab scripts that import mmdet before reading a config need the mmcv stand-in from interpreter
+# start (visionattn.mmcv_startup): a one-line .pth file in site-packages.
+if ! ls .venv/lib/python*/site-packages/visionattn-mmcv-ext.pth >/dev/null 2>&1; then
+  .venv/bin/python -m visionattn.mmcv_startup
+fi

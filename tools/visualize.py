@@ -55,14 +55,18 @@ GATE_LAYERS = ('visionattn.layers.cnn_attention.CBAM', 'visionattn.layers.cnn_at
 # ---------------------------------------------------------------------------------------------
 # Models, images and layers
 # ---------------------------------------------------------------------------------------------
-def load_model(name: str, checkpoint: Optional[str] = None, **model_kwargs: Any) -> nn.Module:
-    """A timm model of the project in eval mode, with the weights of ``checkpoint`` if given."""
+def load_model(name: str, checkpoint: Optional[str] = None, strict: bool = True, **model_kwargs: Any) -> nn.Module:
+    """A timm model of the project in eval mode, with the weights of ``checkpoint`` if given (read safely,
+    through the model's checkpoint filter, checked strictly unless ``strict=False``)."""
     import timm
 
-    import visionattn  # noqa: F401  (registers the project's models)
+    from visionattn.weights import create_model_with_weights
     if checkpoint:
-        model_kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=checkpoint))
-    return timm.create_model(name, **model_kwargs).eval()
+        model = create_model_with_weights(name, checkpoint, strict=strict, non_strict_option='--non-strict',
+                                          **model_kwargs)
+    else:
+        model = timm.create_model(name, **model_kwargs)
+    return model.eval()
 
 
 def load_image(path: str, size: Optional[Sequence[int]] = None) -> np.ndarray:
@@ -419,7 +423,7 @@ _VISUALIZERS = itertools.count()
 
 def draw_predictions(config: str, checkpoint: str, image_path: str, out_file: str, score_thr: float = 0.3,
                      opacity: float = 0.5, device: str = 'cpu', with_labels: bool = True,
-                     cfg_options: Optional[dict[str, Any]] = None) -> Any:
+                     cfg_options: Optional[dict[str, Any]] = None, strict: bool = True) -> Any:
     """Run ``config`` + ``checkpoint`` on the image and draw the prediction; returns the data sample.
 
     Segmentation (``default_scope='mmseg'``): classes coloured with the dataset palette at ``opacity``.
@@ -427,8 +431,8 @@ def draw_predictions(config: str, checkpoint: str, image_path: str, out_file: st
     """
     import mmcv
 
+    from visionattn.checkpoint import describe_checkpoint, load_state_dict_checked, read_checkpoint, state_dict_from
     from visionattn.mm.config import load_config
-    from visionattn.mm.runtime import mmengine_checkpoints_loadable
     cfg = load_config(config, cfg_options)
     scope = cfg.get('default_scope')
     image = mmcv.imread(image_path, channel_order='rgb')
@@ -443,15 +447,18 @@ def draw_predictions(config: str, checkpoint: str, image_path: str, out_file: st
     else:
         raise ValueError(f"{config}: default_scope is {scope!r}; predictions are drawn for segmentation ('mmseg') "
                          "and detection ('mmdet') configs")
-    try:
-        with mmengine_checkpoints_loadable():
-            model = init(cfg, checkpoint, device=device)
-    except KeyError as err:  # mmseg reads checkpoint['meta'] unconditionally
-        if err.args != ('meta',):
-            raise
-        raise ValueError(f"{checkpoint} has no 'meta' entry, which mmseg's init_model needs: use a checkpoint "
-                         "saved by the mmengine Runner (tools/train.py), or add "
-                         "meta=dict(dataset_meta=dict(classes=..., palette=...)) to it") from err
+    saved = read_checkpoint(checkpoint)
+    model = init(cfg, None, device=device)
+    load_state_dict_checked(model, state_dict_from(saved, checkpoint), strict=strict, source=checkpoint,
+                            model_name=f'the model of {Path(config).stem}',
+                            looks_like=describe_checkpoint(saved, checkpoint), non_strict_option='--non-strict')
+    dataset_meta = saved.get('meta', {}).get('dataset_meta') if isinstance(saved, dict) else None
+    if dataset_meta:
+        model.dataset_meta = dataset_meta
+    elif not getattr(model, 'dataset_meta', None):
+        raise ValueError(f"{checkpoint} has no meta['dataset_meta'] (class names and palette) to draw with: use a "
+                         'checkpoint saved by the mmengine Runner (tools/train.py), or add '
+                         "meta=dict(dataset_meta=dict(classes=..., palette=...)) to it")
     result = infer(model, image_path)
     visualizer = Visualizer(name=f'visionattn-visualize-{next(_VISUALIZERS)}', alpha=opacity)
     visualizer.dataset_meta = model.dataset_meta
@@ -468,6 +475,8 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--model-kwargs', type=json.loads, default={},
                         help='JSON dict of extra timm.create_model arguments, e.g. \'{"n_win": 8}\'')
     parser.add_argument('--out', required=True, help='PNG file to write')
+    parser.add_argument('--non-strict', action='store_true',
+                        help='load a checkpoint that does not fit: only what matches')
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -483,6 +492,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument('--device', default='cpu')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                    help='override config entries (keys are checked), e.g. model.test_cfg.rcnn.score_thr=0.1')
+    p.add_argument('--non-strict', action='store_true', help='load a checkpoint that does not fit: what matches')
     p = sub.add_parser('routing', help='BiFormer: regions routed to a query pixel')
     _model_args(p)
     p.add_argument('--image', required=True)
@@ -508,10 +518,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     if args.command == 'predictions':
         draw_predictions(args.config, args.checkpoint, args.image, args.out, args.score_thr, args.opacity,
-                         args.device, cfg_options=args.cfg_options)
+                         args.device, cfg_options=args.cfg_options, strict=not args.non_strict)
         print(f'Wrote {args.out}')
         return
-    model = load_model(args.model, args.checkpoint, **args.model_kwargs)
+    model = load_model(args.model, args.checkpoint, strict=not args.non_strict, **args.model_kwargs)
     if args.command == 'routing':
         image = load_image(args.image, args.size)
         routing = routed_regions(model, image, args.query, args.layer)

@@ -11,7 +11,8 @@ from . import mmcv_compat
 mmcv_compat.install()  # mmdet/mmseg import on mmcv-lite, whatever the import order (no-op with compiled mmcv)
 
 from . import models  # noqa: E402,F401  (registers the timm entry points)
-from .convert import families, from_official, load_checkpoint_file
+from .checkpoint import load_checkpoint_file  # noqa: E402
+from .convert import families, from_official  # noqa: E402
 from .ops.dispatch import use_backend
 
 __version__ = '0.1.0'

@@ -15,10 +15,11 @@ from typing import Any, Callable, Mapping, Optional
 import torch
 from torch import nn
 
+from .checkpoint import (describe_checkpoint, load_checkpoint_file, load_state_dict_checked, state_dict_from,
+                         write_atomically)
 from .errors import CheckpointError, ConfigError, UnknownNameError
 
-__all__ = ['register_family', 'families', 'convert_state_dict', 'from_official', 'load_checkpoint_file',
-           'convert_checkpoint']
+__all__ = ['register_family', 'families', 'convert_state_dict', 'from_official', 'convert_checkpoint']
 
 
 @dataclass(frozen=True)
@@ -47,25 +48,9 @@ def _family(name: str) -> _Family:
     return _FAMILIES[name]
 
 
-def _unwrap(state_dict: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """Accept a bare state dict or the usual training-checkpoint wrappers around one."""
-    for key in ('model', 'state_dict', 'model_ema'):
-        if key in state_dict and isinstance(state_dict[key], Mapping):
-            return dict(state_dict[key])
-    return dict(state_dict)
-
-
-def load_checkpoint_file(path: str) -> dict[str, torch.Tensor]:
-    """Read a ``.pth``/``.pt``/``.safetensors`` checkpoint safely (tensors only, no pickled code)."""
-    if str(path).endswith('.safetensors'):
-        from safetensors.torch import load_file
-        return load_file(path)
-    return _unwrap(torch.load(path, map_location='cpu', weights_only=True))
-
-
 def convert_state_dict(family: str, state_dict: Mapping[str, Any], model: nn.Module) -> dict[str, torch.Tensor]:
     """``state_dict`` (upstream layout, possibly wrapped) renamed for ``model``, by ``family``'s filter."""
-    return _family(family).filter_fn(_unwrap(state_dict), model)
+    return _family(family).filter_fn(state_dict_from(state_dict), model)
 
 
 def from_official(family: str, upstream_kwargs: Mapping[str, Any],
@@ -93,21 +78,20 @@ _CONVERT_ADVICE = ('Pick the entry point (and model_kwargs) of the checkpoint, o
 
 
 def _model_from_entry_point(family: str, name: str, model_kwargs: dict[str, Any],
-                            state_dict: dict[str, torch.Tensor]) -> nn.Module:
+                            state_dict: dict[str, torch.Tensor], source: Path) -> nn.Module:
     import timm
     if not timm.is_model(name):
         raise UnknownNameError(f'model {name!r} is not a timm model; names of the family: '
                                f"timm.list_models('{family}*') after `import visionattn`")
     model = timm.create_model(name, pretrained=False, **model_kwargs)
+    model_name = f'{name} {model_kwargs or ""}'.strip()
     try:
-        result = model.load_state_dict(convert_state_dict(family, state_dict, model), strict=False)
+        converted = convert_state_dict(family, state_dict, model)
     except (RuntimeError, ValueError) as err:
-        raise CheckpointError(f'the checkpoint does not match {name} {model_kwargs or ""}: {err}\n{_CONVERT_ADVICE}')
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(
-            f'the checkpoint does not match {name} {model_kwargs or ""}: missing {result.missing_keys[:8]} '
-            f'({len(result.missing_keys)}), unexpected {result.unexpected_keys[:8]} ({len(result.unexpected_keys)}). '
-            + _CONVERT_ADVICE)
+        raise CheckpointError(f'{source} does not fit {model_name}: the {family} checkpoint filter fails on it '
+                              f'({err}). {_CONVERT_ADVICE}') from err
+    load_state_dict_checked(model, converted, source=str(source), model_name=model_name,
+                            looks_like=describe_checkpoint(state_dict), advice=_CONVERT_ADVICE)
     return model
 
 
@@ -131,7 +115,7 @@ def convert_checkpoint(family: str, source: Path, output: Path, model: Optional[
         raise ConfigError(f'the output must be a .safetensors file, got {output}')
     state_dict = load_checkpoint_file(str(source))
     if model is not None:
-        built = _model_from_entry_point(family, model, model_kwargs or {}, state_dict)
+        built = _model_from_entry_point(family, model, model_kwargs or {}, state_dict, source)
     else:
         try:
             built = from_official(family, upstream_kwargs, state_dict)
@@ -144,5 +128,6 @@ def convert_checkpoint(family: str, source: Path, output: Path, model: Optional[
     else:
         metadata.update(upstream_kwargs=json.dumps(upstream_kwargs))
     output.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(output), metadata=metadata)
+    with write_atomically(output) as partial:
+        save_file(tensors, str(partial), metadata=metadata)
     return tensors

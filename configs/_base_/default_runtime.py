@@ -10,3 +10,4 @@ custom_hooks = [dict(type='visionattn.MetricsJsonHook')]  # <work_dir>/metrics_{
 log_level = 'INFO'
 load_from = None
 resume = False
+load_strict = True  # a checkpoint must fit the model (False, or --non-strict: load what fits, warn about the rest)

@@ -16,7 +16,7 @@ from pathlib import Path
 import timm
 import torch
 
-from visionattn.convert import load_checkpoint_file
+from visionattn.checkpoint import load_checkpoint_file
 from visionattn.errors import UnknownNameError
 from visionattn.mm.plugins import resnet_to_openmmlab
 

@@ -28,6 +28,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help='leave out images and masks that are missing, damaged or invalid instead of stopping at '
                         'the first (training: another sample takes its place; evaluation: it is not scored); each is '
                         'logged and their number goes into the metrics JSON')
+    parser.add_argument('--non-strict', action='store_true',
+                        help='load a checkpoint that does not fit the model: only the matching tensors, with a '
+                        'warning that names the rest (default: stop with that report)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
     add_debug_argument(parser)
 
@@ -50,4 +53,6 @@ def load_run_config(args: argparse.Namespace, loaders: tuple[str, ...]) -> Confi
         cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['timeout'] = args.dist_timeout
     if args.skip_bad_samples:
         enable_bad_sample_skipping(cfg, loaders)
+    if args.non_strict:
+        cfg.load_strict = False
     return cfg

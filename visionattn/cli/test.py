@@ -1,11 +1,12 @@
 """Evaluate a checkpoint on a config's test set; optionally write prediction pictures.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--data-root DIR]
-        [--cfg-options key=value ...] [--skip-bad-samples] [--launcher {none,pytorch}] [--dist-timeout SECONDS]
-        [--debug]
+        [--cfg-options key=value ...] [--skip-bad-samples] [--non-strict] [--launcher {none,pytorch}]
+        [--dist-timeout SECONDS] [--debug]
 
 Metrics go to the log and to ``<work_dir>/metrics_test.json`` (with ``--skip-bad-samples``, also the number of
-bad files left out).
+bad files left out). The checkpoint must fit the config's model (``--non-strict`` loads what fits and names the
+rest); building the model never fetches pretrained weights.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import argparse
 import os
 
 from . import cli_main
-from ..errors import MissingFileError
+from ..checkpoint import verify_checkpoint
 from .run_options import add_run_arguments, load_run_config
 
 
@@ -30,8 +31,7 @@ def main(argv: list[str]) -> None:
     args = parse_args(argv)
     from visionattn.mm.config import build_runner, enable_prediction_pictures
 
-    if not os.path.isfile(args.checkpoint):
-        raise MissingFileError(f'checkpoint {args.checkpoint} does not exist')
+    verify_checkpoint(args.checkpoint)  # a missing, empty or truncated file stops before anything is built
     cfg = load_run_config(args, ('test_dataloader',))
     cfg.load_from = args.checkpoint
     pictures = enable_prediction_pictures(cfg, os.path.abspath(args.show_dir)) if args.show_dir else None

@@ -2,7 +2,11 @@
 
     python tools/train.py configs/biformer_ade20k.py [--work-dir DIR] [--resume [auto|PATH]] [--amp]
         [--cfg-options key=value ...] [--data-root DIR] [--seed N] [--deterministic] [--skip-bad-samples]
-        [--launcher {none,pytorch}] [--dist-timeout SECONDS] [--debug]
+        [--non-strict] [--launcher {none,pytorch}] [--dist-timeout SECONDS] [--debug]
+
+``--resume`` (auto) continues from the newest complete checkpoint of the work dir; checkpoints are written
+atomically, so a run killed while saving loses nothing. ``load_from`` and ``--resume`` checkpoints must fit
+the model (``--non-strict`` loads what fits and names the rest).
 
 Distributed: ``bash tools/dist_train.sh CONFIG GPUS [args]`` (torchrun; NCCL on GPUs, gloo on CPU). A process
 that dies ends the job; one that stops answering ends it after ``--dist-timeout`` (default 300 s on CPU),
@@ -15,7 +19,8 @@ import logging
 import os
 
 from . import cli_main
-from ..errors import ConfigError, MissingFileError
+from ..checkpoint import verify_checkpoint
+from ..errors import ConfigError
 from .run_options import add_run_arguments, load_run_config
 
 
@@ -51,8 +56,7 @@ def main(argv: list[str]) -> None:
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
-        if not os.path.isfile(args.resume):
-            raise MissingFileError(f'--resume: checkpoint {args.resume} does not exist')
+        verify_checkpoint(args.resume)  # a missing, empty or truncated file stops before anything is built
         cfg.resume, cfg.load_from = True, args.resume
     if args.seed is not None or args.deterministic:
         cfg.randomness = dict(cfg.get('randomness') or {})

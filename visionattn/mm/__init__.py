@@ -6,6 +6,12 @@ torchvision-backed stand-ins for mmcv's compiled ops (:mod:`visionattn.mmcv_comp
 the project's backbones, plug-in modules, datasets, transforms, metrics and runner in the
 ``visionattn`` scope (:mod:`visionattn.registry`).
 """
-from . import backbones, classifiers, hooks, runtime  # noqa: F401  (registration)
-from . import plugins  # noqa: F401  (registration)
-from . import datasets, metrics, transforms, validation, visualization  # noqa: F401  (registration: data)
+import os
+
+# albumentations (imported by the transforms) asks PyPI for a newer version when it is imported; a program that
+# evaluates or infers must not touch the network (offline machines), so the check is off unless asked for.
+os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
+
+from . import backbones, classifiers, hooks, runtime  # noqa: E402,F401  (registration)
+from . import plugins  # noqa: E402,F401  (registration)
+from . import datasets, metrics, transforms, validation, visualization  # noqa: E402,F401  (registration: data)

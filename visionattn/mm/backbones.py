@@ -11,7 +11,9 @@ interface of an OpenMMLab backbone:
   model has them; ``frozen_stages=0`` freezes the stem, ``k`` also the first ``k`` stages.
 - ``pretrained``: ``False``, ``True`` (the weights named by the model's ``pretrained_cfg``: a hub id
   or URL) or a local file path (loaded through the model's checkpoint filter, like timm's
-  ``pretrained_cfg_overlay=dict(file=...)``).
+  ``pretrained_cfg_overlay=dict(file=...)``, and checked strictly unless ``pretrained_strict=False``).
+  They load in :meth:`TimmBackbone.init_weights`, OpenMMLab's ``init_cfg`` convention, never at
+  construction: testing, inference and resuming from a full checkpoint need neither the network nor the file.
 - ``in_chans``: timm adapts pretrained first-layer weights to any channel count.
 - Outputs are always NCHW; :attr:`out_channels` and :attr:`out_strides` list them for the neck.
 
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 from typing import Any, Sequence
 
 import timm
@@ -51,7 +54,9 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import visionattn  # noqa: F401  (registers the project's models in timm)
+from visionattn.errors import MissingFileError
 from visionattn.registry import MODELS
+from visionattn.weights import create_model_with_weights, feature_key_forms
 
 __all__ = ['TimmBackbone', 'stage_feature_info', 'required_input_multiple']
 
@@ -207,9 +212,12 @@ class TimmBackbone(BaseModule):
         norm_eval: keep BatchNorm layers in eval mode while training (fine-tuning with small batches).
         in_chans: input channels; pretrained first-layer weights are adapted by timm.
         drop_path_rate: stochastic depth rate, for models that have it.
-        pretrained: ``False``, ``True`` (weights from the model's pretrained_cfg) or a local file.
-            If ``model_kwargs`` only widen conv kernels (FocalNet ``focal_windows``), the pretrained
-            kernels are zero-padded to the new size.
+        pretrained: ``False``, ``True`` (weights from the model's pretrained_cfg) or a local file;
+            loaded by :meth:`init_weights`. If ``model_kwargs`` only widen conv kernels (FocalNet
+            ``focal_windows``), the pretrained kernels are zero-padded to the new size.
+        pretrained_strict: a local ``pretrained`` file must supply every tensor of the backbone (except
+            modules that ``model_kwargs`` add to the published architecture) and nothing else, with the
+            same shapes; ``False`` loads what fits and logs the rest.
         model_kwargs: further keyword arguments of the timm model (e.g. ``n_win`` for BiFormer).
         out_norm: a norm added to every output, as the upstream detection backbones of Swin,
             DaViT and FocalNet do: a timm norm name (``'layernorm2d'``) or ``dict(type=name, **kwargs)``
@@ -222,7 +230,7 @@ class TimmBackbone(BaseModule):
 
     def __init__(self, model_name: str, out_indices: Sequence[int] = (0, 1, 2, 3),
                  frozen_stages: int = -1, norm_eval: bool = False, in_chans: int = 3,
-                 drop_path_rate: float = 0.0, pretrained: bool | str = False,
+                 drop_path_rate: float = 0.0, pretrained: bool | str = False, pretrained_strict: bool = True,
                  model_kwargs: dict[str, Any] | None = None, out_norm: str | dict | None = None,
                  pad_to_multiple: int | str = 'auto', init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -239,9 +247,12 @@ class TimmBackbone(BaseModule):
         self.model_name = model_name
         self.pad_to_multiple = self._resolve_pad_multiple(pad_to_multiple, meta_model, in_chans)
 
-        feature_indices = [stages[i]['feature_index'] for i in self.out_indices]
-        self.model = self._create_model(model_name, pretrained, model_kwargs, meta_model, in_chans,
-                                        feature_indices)
+        self.pretrained = pretrained
+        self.pretrained_strict = pretrained_strict
+        self._build_kwargs = dict(features_only=True, in_chans=in_chans,
+                                  out_indices=[stages[i]['feature_index'] for i in self.out_indices])
+        self._model_kwargs = model_kwargs
+        self.model = timm.create_model(model_name, pretrained=False, **self._build_kwargs, **model_kwargs)
         self.channels_last_output = _channels_last(self.model)
         self.out_channels = [stages[i]['num_chs'] for i in self.out_indices]
         self.out_strides = [stages[i]['reduction'] for i in self.out_indices]
@@ -262,32 +273,36 @@ class TimmBackbone(BaseModule):
                              f"halo layer): use pad_to_multiple='auto' or a multiple of {needed}")
         return pad_to_multiple
 
-    @staticmethod
-    def _create_model(model_name: str, pretrained: bool | str, model_kwargs: dict[str, Any],
-                      meta_model: nn.Module, in_chans: int, feature_indices: list[int]) -> nn.Module:
-        build = dict(features_only=True, in_chans=in_chans, out_indices=feature_indices)
-        if isinstance(pretrained, str):
-            build['pretrained_cfg_overlay'] = dict(file=pretrained)
-        grown = []
-        if pretrained and model_kwargs:
-            as_published = _meta_features_model(model_name, in_chans=in_chans)
-            grown = _grown_kernels(_shapes(as_published), _shapes(meta_model))
+    def _pretrained_state(self) -> dict[str, torch.Tensor]:
+        """The state dict of :attr:`model` with the ``pretrained`` weights."""
+        if isinstance(self.pretrained, str) and not os.path.isfile(self.pretrained):
+            raise MissingFileError(f'{self.model_name}: pretrained weights file {self.pretrained} does not exist; '
+                                   'fix model.backbone.pretrained, or set it to True (published weights) or False')
+        published = _meta_features_model(self.model_name, in_chans=self._build_kwargs['in_chans'],
+                                         out_indices=self._build_kwargs['out_indices'])
+        target = _shapes(self.model)
+        grown = _grown_kernels(_shapes(published), target) if self._model_kwargs else []
+        # Modules that model_kwargs add to the published architecture (e.g. BiFormer's feature_norms) start fresh.
+        added = feature_key_forms(target.keys() - _shapes(published).keys())
+        load = dict(strict=self.pretrained_strict, allowed_missing=added,
+                    non_strict_option='model.backbone.pretrained_strict=False')
         if not grown:
-            return timm.create_model(model_name, pretrained=bool(pretrained), **build, **model_kwargs)
+            return create_model_with_weights(self.model_name, self.pretrained, **load, **self._build_kwargs,
+                                             **self._model_kwargs).state_dict()
         # Load the weights into the architecture they were published for, then widen the kernels.
-        state = timm.create_model(model_name, pretrained=True, **build).state_dict()
-        model = timm.create_model(model_name, pretrained=False, **build, **model_kwargs)
-        target = _shapes(model)
+        state = create_model_with_weights(self.model_name, self.pretrained, **load, **self._build_kwargs).state_dict()
         for key in grown:
-            if key in state:
-                state[key] = _zero_pad_kernel(state[key], target[key])
-        model.load_state_dict(state)
-        return model
+            state[key] = _zero_pad_kernel(state[key], target[key])
+        return state
 
     def init_weights(self) -> None:
-        """Weights come from timm (random init or ``pretrained``); only an explicit init_cfg re-inits."""
+        """An explicit init_cfg re-initialises; then the ``pretrained`` weights load (only here, never at
+        construction, so that building the model for testing or inference needs neither network nor file)."""
         if self.init_cfg:
             super().init_weights()
+        if self.pretrained:
+            self.model.load_state_dict(self._pretrained_state())
+        self._is_init = True
 
     def _module_prefix(self, module_name: str) -> str | None:
         """Parameter-name prefix of a ``feature_info`` module inside the features wrapper.

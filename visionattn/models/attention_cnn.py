@@ -30,6 +30,7 @@ the branches ``ChannelGateH/ChannelGateW/SpatialGate`` or ``cw/hc/hw``, their la
 """
 from __future__ import annotations
 
+import contextlib
 import re
 from functools import partial
 from typing import Any, Callable
@@ -37,15 +38,15 @@ from typing import Any, Callable
 import timm
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
 from visionattn.convert import register_family
 from visionattn.layers.cnn_attention import TripletAttention, get_cnn_attention
+from visionattn.weights import GOOGLE_DRIVE, fetching
 
 __all__ = ['checkpoint_filter_fn']
 
-_GDRIVE = 'https://drive.google.com/uc?export=download&id='
 
 
 def _attention(name: str, attn_kwargs: dict[str, Any] | None) -> Callable[..., nn.Module]:
@@ -73,26 +74,16 @@ def _mobilenetv2_with_attention(attn_layer: Callable[..., nn.Module], after_proj
     return model
 
 
-def _require_downloadable(variant: str, kwargs: dict[str, Any]) -> None:
-    """Refuse a Google Drive download up front, with the way to load the file instead."""
-    cfg = resolve_pretrained_cfg(variant, pretrained_cfg=kwargs.get('pretrained_cfg'),
-                                 pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'))
-    if not cfg.file and cfg.state_dict is None and (cfg.url or '').startswith(_GDRIVE):
-        raise RuntimeError(
-            f'The official weights of {variant} are on Google Drive, which torch cannot download (it answers '
-            f'large files with a confirmation page). Download {cfg.url} (e.g. `gdown {cfg.url[len(_GDRIVE):]}`), '
-            f"then create the model with pretrained_cfg_overlay=dict(file='<path>').")
-
-
 def _with_attn_default(kwargs: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
     """``kwargs`` with ``attn_kwargs[key]`` defaulting to ``value``."""
     return dict(kwargs, attn_kwargs={key: value, **(kwargs.get('attn_kwargs') or {})})
 
 
 def _create(variant: str, pretrained: bool, model_fn: Callable[..., nn.Module], **kwargs: Any) -> nn.Module:
-    if pretrained:
-        _require_downloadable(variant, kwargs)
-    return build_model_with_cfg(model_fn, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
+    # Google Drive downloads are refused up front, with the way to load the file instead (visionattn.weights)
+    with fetching(variant, kwargs.get('pretrained_cfg_overlay')) if pretrained else contextlib.nullcontext():
+        return build_model_with_cfg(model_fn, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+                                    **kwargs)
 
 
 def _create_resnet(variant: str, pretrained: bool, attn: str, attn_kwargs: dict | None = None,
@@ -255,7 +246,7 @@ def _cfg(attn: str, arch: str, drive_id: str = '', **kwargs: Any) -> dict[str, A
     head = dict(first_conv='conv1', classifier='fc') if arch == 'resnet' else \
         dict(first_conv='conv_stem', classifier='classifier')
     return {
-        'url': _GDRIVE + drive_id if drive_id else '', 'license': 'mit' if drive_id else 'apache-2.0',
+        'url': GOOGLE_DRIVE + drive_id if drive_id else '', 'license': 'mit' if drive_id else 'apache-2.0',
         'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7), 'crop_pct': 0.875,
         'interpolation': 'bilinear', 'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
         **head, **_PAPERS[attn], **kwargs}

@@ -32,6 +32,7 @@ pretrained=True, pretrained_cfg_overlay=dict(file='upernet_biformer_small.pth'))
 from __future__ import annotations
 
 import logging
+import os
 import re
 from typing import Any, Optional, Sequence, Union
 
@@ -40,13 +41,15 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, DropPath, LayerNorm2d, LayerScale, Mlp, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
-from timm.models._hub import download_cached_file
+from timm.models._hub import download_cached_file, get_cache_dir
 from timm.models._builder import resolve_pretrained_cfg
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..convert import _unwrap, load_checkpoint_file, register_family
+from ..checkpoint import load_checkpoint_file, state_dict_from
+from ..convert import register_family
 from ..layers.routing_attention import PAD_MODES, BiLevelRoutingAttention
+from ..weights import hub_offline, weights_unavailable
 
 __all__ = ['BiFormer', 'BiFormerBlock', 'BiFormerStage', 'GlobalAttention', 'checkpoint_filter_fn',
            'biformer_from_upstream', 'biformer_mm_from_upstream']
@@ -350,7 +353,7 @@ def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: nn.Module) -> dic
     are left out) and need a model with ``feature_norms=True`` for their ``extra_norms``.
     Checkpoints already in this model's layout pass unchanged.
     """
-    state_dict = _unwrap(state_dict)
+    state_dict = state_dict_from(state_dict)
     if any(k.startswith('backbone.') for k in state_dict):
         dropped = sorted({k.split('.')[0] for k in state_dict if not k.startswith('backbone.')})
         _logger.info('BiFormer: keeping the backbone of a detection/segmentation checkpoint, leaving out %s', dropped)
@@ -459,14 +462,15 @@ def _official_weights(variant: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     if cfg.file or cfg.state_dict is not None or cfg.hf_hub_id or not url.startswith(_ONEDRIVE):
         return kwargs
     file_name = f"{variant.split('.')[0]}_in1k.pth"
+    by_hand = (f'{file_name} from the OneDrive folder linked in the README of rayleizhu/BiFormer, '
+               f'{_ONEDRIVE_FOLDER}; its direct links have broken before, upstream issues #15, #53')
+    if hub_offline() and not os.path.isfile(os.path.join(get_cache_dir(), file_name)):
+        raise weights_unavailable(variant, url, f'HF_HUB_OFFLINE=1 is set and {file_name} is not in the local cache '
+                                  f'{get_cache_dir()}', by_hand=by_hand)
     try:
         path = download_cached_file((url, file_name), check_hash=False)
     except OSError as err:  # URLError and HTTPError are OSErrors
-        raise RuntimeError(
-            f'Could not download the official {variant} weights from {url} ({err}). The direct links of '
-            f'rayleizhu/BiFormer have broken before (upstream issues #15, #53): download {file_name} from the '
-            f'OneDrive folder linked in its README ({_ONEDRIVE_FOLDER}) and pass '
-            "pretrained_cfg_overlay=dict(file='<path>').") from err
+        raise weights_unavailable(variant, url, f'{type(err).__name__}: {err}', by_hand=by_hand) from err
     return dict(kwargs, pretrained_cfg_overlay=dict(overlay, state_dict=load_checkpoint_file(path)))
 
 

@@ -29,6 +29,7 @@ Layout differences from the official checkpoints, undone by :func:`checkpoint_fi
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
@@ -44,6 +45,7 @@ from torch import Tensor, nn
 
 from ..convert import register_family
 from ..layers import NeighborhoodAttention2D
+from ..weights import fetching
 
 __all__ = ['NAT', 'NATBlock', 'NATStage', 'checkpoint_filter_fn', 'from_upstream_kwargs']
 
@@ -477,9 +479,10 @@ default_cfgs = generate_default_cfgs({
 
 def _create_nat(variant: str, pretrained: bool = False, **kwargs: Any) -> NAT:
     out_indices = kwargs.pop('out_indices', tuple(range(len(kwargs.get('depths', (3, 4, 18, 5))))))
-    return build_model_with_cfg(
-        NAT, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls='getter', out_indices=out_indices), **kwargs)
+    with fetching(variant, kwargs.get('pretrained_cfg_overlay')) if pretrained else contextlib.nullcontext():
+        return build_model_with_cfg(
+            NAT, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+            feature_cfg=dict(feature_cls='getter', out_indices=out_indices), **kwargs)
 
 
 def _dinat_dilations(depths: Sequence[int], image_size: int = 224, kernel_size: int = 7) -> tuple[tuple[int, ...], ...]:
