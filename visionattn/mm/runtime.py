@@ -1,4 +1,5 @@
-"""mmengine's Runner, fixed for torch >= 2.6 and for distributed training on CPU.
+"""mmengine's Runner, fixed for torch >= 2.6 and for distributed training on CPU, with the run options
+users expect.
 
 mmengine 0.10.7 (the newest release) breaks in three places on this stack; the fixes live in one
 Runner subclass, registered as ``visionattn.Runner`` (``runner_type`` in the configs), so that nothing
@@ -13,10 +14,19 @@ of mmengine is patched globally:
    ``gloo`` first and the wrapper gets ``device_ids=None``. On GPUs the stock NCCL path runs unchanged.
 3. SyncBatchNorm has no CPU implementation: in CPU-distributed runs it is reverted to BatchNorm (each
    process then normalises with its own batch statistics), and the log says so.
+
+The same Runner reads three config keys of its own (``configs/_base_/default_runtime.py``):
+
+- ``schedule_written_for``: the training length ``param_scheduler`` was written for; when ``train_cfg``
+  differs, the schedulers and intervals are rescaled to it (:mod:`visionattn.mm.schedule`);
+- ``tensorboard=True``: adds mmengine's ``TensorboardVisBackend`` to the visualizer, so losses, learning rate
+  and metrics are also written as TensorBoard events under ``<work_dir>/<timestamp>/vis_data``;
+- ``console='quiet'`` (default) or ``'verbose'``: see :mod:`visionattn.mm.console`.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import pickle
 from typing import Any, Iterator
 
@@ -26,10 +36,14 @@ import torch.distributed as torch_dist
 from mmengine.dist import is_distributed
 from mmengine.logging import HistoryBuffer
 from mmengine.model import MMDistributedDataParallel, is_model_wrapper, revert_sync_batchnorm
-from mmengine.runner import Runner
+from mmengine.runner import BaseLoop, Runner
 from torch import nn
 
 from visionattn.registry import RUNNERS
+
+from .config import enable_tensorboard
+from .console import quiet_console
+from .schedule import fit_intervals, rescale_param_schedulers, scale_of_run
 
 __all__ = ['VisionAttnRunner', 'mmengine_checkpoint_globals', 'mmengine_checkpoints_loadable']
 
@@ -65,7 +79,35 @@ def _cpu_distributed(launcher: str) -> bool:
 
 @RUNNERS.register_module(name='Runner')
 class VisionAttnRunner(Runner):
-    """mmengine's Runner with safe checkpoint resume on torch >= 2.6 and CPU (gloo) distribution."""
+    """mmengine's Runner with safe checkpoint resume on torch >= 2.6 and CPU (gloo) distribution, schedules
+    that follow the training length, a TensorBoard switch and a quiet console."""
+
+    @classmethod
+    def from_cfg(cls, cfg: Any) -> 'VisionAttnRunner':
+        cfg = copy.deepcopy(cfg)
+        notes = fit_intervals(cfg)
+        if cfg.get('tensorboard'):
+            enable_tensorboard(cfg)
+        runner = super().from_cfg(cfg)
+        for note in notes:
+            runner.logger.info(note)
+        return runner
+
+    def build_logger(self, *args: Any, **kwargs: Any) -> Any:
+        logger = super().build_logger(*args, **kwargs)
+        if self.cfg.get('console', 'quiet') == 'quiet':
+            quiet_console(logger)
+        return logger
+
+    def build_param_scheduler(self, scheduler: Any) -> Any:
+        scale = scale_of_run(self.cfg)
+        if scale is not None and isinstance(self._train_loop, BaseLoop):
+            key, written_for, length = scale
+            scheduler, notes = rescale_param_schedulers(scheduler, written_for, length, key == 'max_epochs',
+                                                        len(self.train_dataloader))
+            for note in notes:
+                self.logger.info(note)
+        return super().build_param_scheduler(scheduler)
 
     def setup_env(self, env_cfg: dict) -> None:
         if self.distributed and _cpu_distributed(self.launcher) and not is_distributed():
