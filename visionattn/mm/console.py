@@ -10,7 +10,8 @@ default of ``visionattn.Runner``; ``--verbose`` or ``console='verbose'`` turns i
   :data:`LOG_FILE_ONLY` (the log file keeps every record);
 - Python warnings (``warnings.warn`` of any package) go to the run's log file instead of stderr:
   :func:`hold_warnings` collects those raised before the Runner exists (imports, config loading), and
-  :func:`send_warnings_to_log` writes them, and every later one, to the log file;
+  :func:`send_warnings_to_log` writes them, and every later one, to the log file (a verbose run prints them,
+  :func:`release_warnings`);
 - :func:`run_summary` is the short header the programs log instead: config, model, data, schedule, where
   the work dir, log and checkpoints are.
 
@@ -22,10 +23,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from typing import Any
 
-__all__ = ['LOG_FILE_ONLY', 'QuietConsole', 'hold_warnings', 'send_warnings_to_log', 'quiet_console',
-           'run_summary']
+__all__ = ['LOG_FILE_ONLY', 'QuietConsole', 'hold_warnings', 'send_warnings_to_log', 'release_warnings',
+           'quiet_console', 'run_summary']
 
 # (the record's level, or None for any; a regular expression searched in its message)
 _LOG_FILE_ONLY = (
@@ -89,6 +91,19 @@ def send_warnings_to_log(logger: logging.Logger) -> None:
     for record in (r for h in held for r in h.records):
         for handler in files:
             handler.handle(record)
+
+
+def release_warnings() -> None:
+    """Undo :func:`hold_warnings` (a verbose run): the warnings held back are printed, later ones as usual."""
+    held = [h for h in _WARNINGS.handlers if isinstance(h, _Held)]
+    if not held:
+        return
+    logging.captureWarnings(False)
+    for handler in held:
+        _WARNINGS.removeHandler(handler)
+        for record in handler.records:
+            sys.stderr.write(record.getMessage())
+    _WARNINGS.propagate = True
 
 
 def quiet_console(logger: logging.Logger) -> None:

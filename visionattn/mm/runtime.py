@@ -39,10 +39,11 @@ from mmengine.model import MMDistributedDataParallel, is_model_wrapper, revert_s
 from mmengine.runner import BaseLoop, Runner
 from torch import nn
 
+from visionattn.errors import ConfigError
 from visionattn.registry import RUNNERS
 
 from .config import enable_tensorboard
-from .console import quiet_console
+from .console import quiet_console, release_warnings
 from .schedule import fit_intervals, rescale_param_schedulers, scale_of_run
 
 __all__ = ['VisionAttnRunner', 'mmengine_checkpoint_globals', 'mmengine_checkpoints_loadable']
@@ -95,8 +96,13 @@ class VisionAttnRunner(Runner):
 
     def build_logger(self, *args: Any, **kwargs: Any) -> Any:
         logger = super().build_logger(*args, **kwargs)
-        if self.cfg.get('console', 'quiet') == 'quiet':
+        console = self.cfg.get('console', 'quiet')
+        if console not in ('quiet', 'verbose'):
+            raise ConfigError(f"console must be 'quiet' or 'verbose', got {console!r}")
+        if console == 'quiet':
             quiet_console(logger)
+        else:
+            release_warnings()
         return logger
 
     def build_param_scheduler(self, scheduler: Any) -> Any:
