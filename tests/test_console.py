@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 
-from visionattn.mm.console import QuietConsole, hold_warnings, quiet_console, release_warnings
+from visionattn.console import QuietConsole, hold_warnings, quiet_console, release_warnings
 
 
 def _record(message: str, level: int = logging.INFO) -> logging.LogRecord:

@@ -11,6 +11,7 @@ from typing import Iterator
 from mmengine.config import Config, DictAction
 
 from . import add_debug_argument
+from ..console import hold_warnings
 from ..errors import ConfigError
 
 __all__ = ['add_run_arguments', 'load_run_config', 'config_errors_as_user_errors']
@@ -40,11 +41,10 @@ def load_run_config(args: argparse.Namespace, loaders: tuple[str, ...],
     """The config a program runs (options of :func:`add_run_arguments`, plus the program's own ``cfg_options``),
     checked before anything is built: the training length, the data roots of ``loaders``, the model (timm
     names, backbone options, neck channels) and the band counts."""
-    from visionattn.mm.config import check_band_counts, check_data_roots, check_model, load_config
-    from visionattn.mm.console import hold_warnings
-
     if not args.verbose:
-        hold_warnings()  # third-party warnings go to the run's log file once it exists
+        hold_warnings()  # third-party warnings (from here on: the OpenMMLab imports) go to the run's log file
+    from visionattn.mm.config import check_band_counts, check_data_roots, check_model, load_config
+
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     options = {**(args.cfg_options or {}), **(cfg_options or {})}
     cfg = load_config(args.config, options, args.work_dir, args.data_root)

@@ -28,7 +28,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     from visionattn.mm.config import build_runner, enable_prediction_pictures
-    from visionattn.mm.console import run_summary
+    from visionattn.console import run_summary
 
     if not os.path.isfile(args.checkpoint):
         raise MissingFileError(f'checkpoint {args.checkpoint} does not exist')

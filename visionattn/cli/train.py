@@ -50,7 +50,7 @@ def main(argv: list[str]) -> None:
     from mmengine.logging import print_log
 
     from visionattn.mm.config import build_runner
-    from visionattn.mm.console import run_summary
+    from visionattn.console import run_summary
 
     length = {'train_cfg.max_iters': args.iters} if args.iters else \
         {'train_cfg.max_epochs': args.epochs} if args.epochs else {}

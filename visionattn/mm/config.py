@@ -25,7 +25,7 @@ from mmengine.registry import (DATASETS, EVALUATOR, HOOKS, LOOPS, METRICS, MODEL
                                PARAM_SCHEDULERS, TRANSFORMS, VISUALIZERS, init_default_scope)
 
 import visionattn.mm  # noqa: F401  (registers the visionattn scope; arms the mmcv stand-in)
-from visionattn.errors import ConfigError, MissingFileError, UnknownNameError
+from visionattn.errors import ConfigError, MissingFileError
 
 from .schedule import SCHEDULE_KEY, check_length_options, check_train_length, note_length_override
 
@@ -222,8 +222,10 @@ def _read_config(path: Path) -> Config:
         names = {str(f) for f in files}
         frames = [f for f in traceback.extract_tb(err.__traceback__) if str(Path(f.filename).resolve()) in names]
         where = f'{frames[-1].filename}, line {frames[-1].lineno}' if frames else str(path)
-        what = f'{{{{_base_.{err.args[0]}}}}} names no variable of its bases' if isinstance(err, KeyError) \
-            else f'{type(err).__name__}: {err}'
+        if isinstance(err, KeyError) and not frames:  # mmengine's lookup of a {{_base_.name}} reference
+            what = f'{{{{_base_.{err.args[0]}}}}} names no variable of its bases'
+        else:
+            what = f'{type(err).__name__}: {err}'
         raise ConfigError(f'config {where}: {what}') from err
 
 

@@ -43,7 +43,7 @@ from visionattn.errors import ConfigError
 from visionattn.registry import RUNNERS
 
 from .config import enable_tensorboard
-from .console import quiet_console, release_warnings
+from visionattn.console import quiet_console, release_warnings
 from .schedule import fit_intervals, rescale_param_schedulers, scale_of_run
 
 __all__ = ['VisionAttnRunner', 'mmengine_checkpoint_globals', 'mmengine_checkpoints_loadable']

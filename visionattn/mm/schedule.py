@@ -41,11 +41,6 @@ _DURATION_LISTS = ('periods',)
 _INF = 1e15  # mmengine's INF for an open end is a large int (> any real length)
 
 
-def _is_epoch_loop(train_cfg: dict) -> bool:
-    loop = str(train_cfg.get('type', ''))
-    return 'max_epochs' in train_cfg or loop.endswith('EpochBasedTrainLoop') or train_cfg.get('by_epoch') is True
-
-
 def train_length(train_cfg: Any) -> tuple[str, Any] | None:
     """``('max_iters', n)`` or ``('max_epochs', n)`` of a ``train_cfg``; None when it states no length."""
     if not isinstance(train_cfg, dict):

@@ -16,7 +16,8 @@ default of ``visionattn.Runner``; ``--verbose`` or ``console='verbose'`` turns i
   the work dir, log and checkpoints are.
 
 mmengine tags none of its records, so the filter matches them by their text; a record it misses is merely
-shown on the console, as before.
+shown on the console, as before. (This module lives outside :mod:`visionattn.mm` so that the programs can
+hold warnings back before the OpenMMLab imports.)
 """
 from __future__ import annotations
 
@@ -140,7 +141,7 @@ def _model_line(model: dict) -> str:
 
 
 def _schedule_line(cfg: Any) -> str:
-    from .schedule import SCHEDULE_KEY, train_length
+    from visionattn.mm.schedule import SCHEDULE_KEY, train_length
     train_cfg = cfg.get('train_cfg') or {}
     length = train_length(train_cfg)
     if length is None:
