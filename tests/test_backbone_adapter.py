@@ -57,15 +57,29 @@ def test_halo_multiple_is_enforced_with_a_clear_error():
         TimmBackbone('convnext_atto', pad_to_multiple=0)
 
 
-def test_out_norm_normalises_every_output():
-    backbone = TimmBackbone('convnext_atto', out_norm=dict(type='layernorm2d', eps=1e-5)).eval()
-    assert len(backbone.out_norms) == 4 and backbone.out_norms[0].eps == 1e-5
+def test_feature_norms_normalise_every_output():
+    backbone = TimmBackbone('convnext_atto', feature_norms=dict(type='layernorm2d', eps=1e-5)).eval()
+    assert len(backbone.feature_norms) == 4 and backbone.feature_norms[0].eps == 1e-5
     with torch.no_grad():
         for f in backbone(torch.randn(2, 3, 64, 64)):
             torch.testing.assert_close(f.mean(1), torch.zeros_like(f[:, 0]), atol=1e-4, rtol=0)
             torch.testing.assert_close(f.var(1, unbiased=False), torch.ones_like(f[:, 0]), atol=1e-2, rtol=0)
     with pytest.raises(ValueError, match='timm norm layer name'):
-        TimmBackbone('convnext_atto', out_norm='no_such_norm')
+        TimmBackbone('convnext_atto', feature_norms='no_such_norm')
+
+
+def test_out_norm_is_the_deprecated_name_of_feature_norms():
+    with pytest.warns(DeprecationWarning, match='use feature_norms'):
+        old = TimmBackbone('convnext_atto', out_norm='layernorm2d')
+    assert len(old.feature_norms) == 4
+    with pytest.raises(ValueError, match='give feature_norms only'):
+        TimmBackbone('convnext_atto', out_norm='layernorm2d', feature_norms='layernorm2d')
+    # checkpoints saved before the rename (out_norms.* keys) load into feature_norms
+    state = {k.replace('feature_norms.', 'out_norms.'): torch.full_like(v, 0.5) if 'feature_norms' in k else v
+             for k, v in old.state_dict().items()}
+    new = TimmBackbone('convnext_atto', feature_norms='layernorm2d')
+    new.load_state_dict(state)
+    assert torch.all(new.feature_norms[3].weight == 0.5)
 
 
 def _trainable_top_modules(model_name: str, frozen_stages: int) -> set[str]:

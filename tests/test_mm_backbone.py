@@ -6,6 +6,7 @@ import timm
 import torch
 from mmengine.registry import init_default_scope
 
+from visionattn.errors import ConfigError, UnknownNameError
 from visionattn.mm.backbones import TimmBackbone, stage_feature_info
 
 
@@ -95,11 +96,15 @@ def test_runner_init_weights_keeps_pretrained_weights(tmp_path):
 
 
 def test_clear_errors():
-    with pytest.raises(KeyError, match=r"unknown timm model 'resnet_18'.*resnet18"):
+    with pytest.raises(UnknownNameError, match=r"unknown timm model 'resnet_18'.*resnet18"):
         TimmBackbone('resnet_18')
-    with pytest.raises(IndexError, match='out_indices 4 is out of range: the model has 4 stages'):
+    with pytest.raises(ConfigError, match=r'\[4\] out of range; resnet18 has 4 stages, so out_indices are in 0..3'):
         TimmBackbone('resnet18', out_indices=(4,))
-    with pytest.raises(ValueError, match='frozen_stages must be in -1..4'):
+    with pytest.raises(ConfigError, match=r'out_indices must be a non-empty list or tuple.*got 5'):
+        TimmBackbone('resnet18', out_indices=5)
+    with pytest.raises(ConfigError, match='names a stage twice'):
+        TimmBackbone('resnet18', out_indices=(3, -1))
+    with pytest.raises(ConfigError, match=r'frozen_stages must be an int in -1..4 for resnet18'):
         TimmBackbone('resnet18', frozen_stages=5)
     with pytest.raises(FileNotFoundError):
         TimmBackbone('resnet18', pretrained='/nonexistent/weights.pth').init_weights()

@@ -21,16 +21,16 @@ from mmengine.structures import InstanceData, PixelData
 import visionattn.mm  # noqa: F401  (registers TimmBackbone, arms the mmcv stand-ins)
 from conftest import REPO_ROOT
 
-TINY_DAVIT = dict(model_name='davit_tiny', out_norm=dict(type='layernorm2d', eps=1e-5),
+TINY_DAVIT = dict(model_name='davit_tiny', feature_norms=dict(type='layernorm2d', eps=1e-5),
                   model_kwargs=dict(embed_dims=(16, 32, 64, 128), depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8)))
 # (Mask R-CNN backbone, UPerNet backbone) per family. timm's FocalNet and HaloNet entry points fix their
 # widths, so their small variants stand in: FocalNet-T SRF (with the detection recipe's widened kernels)
 # and LRF; timm's hybrid halonet26t and the paper's pure HaloNet-H0.
 FAMILIES = {
     'davit': (TINY_DAVIT, TINY_DAVIT),
-    'focalnet': (dict(model_name='focalnet_tiny_srf', out_norm=dict(type='layernorm2d', eps=1e-5),
+    'focalnet': (dict(model_name='focalnet_tiny_srf', feature_norms=dict(type='layernorm2d', eps=1e-5),
                       model_kwargs=dict(focal_windows=(9, 9, 9, 9))),
-                 dict(model_name='focalnet_tiny_lrf', out_norm=dict(type='layernorm2d', eps=1e-5))),
+                 dict(model_name='focalnet_tiny_lrf', feature_norms=dict(type='layernorm2d', eps=1e-5))),
     'halonet': (dict(model_name='halonet26t', frozen_stages=1, norm_eval=True), dict(model_name='halonet_h0')),
 }
 

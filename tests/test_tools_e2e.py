@@ -112,5 +112,5 @@ def test_missing_data_root_stops_at_once_with_directions(tmp_path):
                     '--data-root', str(tmp_path / 'nowhere'), expect_ok=False)
     assert proc.returncode != 0
     assert f'{tmp_path / "nowhere"}' in proc.stderr
-    assert 'ADEChallengeData2016.zip' in proc.stderr and 'tools/make_demo_data.py' in proc.stderr
+    assert 'ADEChallengeData2016.zip' in proc.stderr and 'visionattn.cli.make_demo_data' in proc.stderr
     assert not list(tmp_path.glob('*/*.log'))  # stopped before building anything

@@ -8,6 +8,11 @@ env_cfg = dict(
     dist_cfg=dict(backend='nccl'))
 custom_hooks = [dict(type='visionattn.MetricsJsonHook')]  # <work_dir>/metrics_{val,test}.json
 log_level = 'INFO'
+# visionattn.Runner's own keys: tensorboard=True (or --tensorboard) also writes TensorBoard events under
+# <work_dir>/<timestamp>/vis_data; console='verbose' (or --verbose) shows the environment, full config, hook
+# order, per-class tables and third-party warnings on the console as well (the log file always has them).
+tensorboard = False
+console = 'quiet'
 load_from = None
 resume = False
 load_strict = True  # a checkpoint must fit the model (False, or --non-strict: load what fits, warn about the rest)

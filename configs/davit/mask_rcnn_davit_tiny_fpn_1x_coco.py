@@ -9,7 +9,7 @@ _base_ = [
 model = dict(
     backbone=dict(
         model_name='davit_tiny', pretrained=True, frozen_stages=-1, norm_eval=False, drop_path_rate=0.1,
-        out_norm=dict(type='layernorm2d', eps=1e-5)),
+        feature_norms=dict(type='layernorm2d', eps=1e-5)),
     neck=dict(in_channels=[96, 192, 384, 768]))
 optim_wrapper = dict(
     type='OptimWrapper',

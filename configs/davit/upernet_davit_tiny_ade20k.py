@@ -10,7 +10,7 @@ crop_size = (512, 512)
 model = dict(
     data_preprocessor=dict(size=crop_size),
     backbone=dict(model_name='davit_tiny', pretrained=True, drop_path_rate=0.3,
-                  out_norm=dict(type='layernorm2d', eps=1e-5)),
+                  feature_norms=dict(type='layernorm2d', eps=1e-5)),
     decode_head=dict(in_channels=[96, 192, 384, 768], num_classes=150),
     auxiliary_head=dict(in_channels=384, num_classes=150))
 train_dataloader = dict(batch_size=2)

@@ -12,7 +12,8 @@ _base_ = [
 model = dict(
     backbone=dict(
         model_name='focalnet_tiny_srf', pretrained=True, frozen_stages=-1, norm_eval=False, drop_path_rate=0.1,
-        model_kwargs=dict(focal_windows=(9, 9, 9, 9)), out_norm=dict(type='layernorm2d', eps=1e-5)),
+        model_kwargs=dict(focal_windows=(9, 9, 9, 9)),
+        feature_norms=dict(type='layernorm2d', eps=1e-5)),
     neck=dict(in_channels=[96, 192, 384, 768]))
 optim_wrapper = dict(
     type='OptimWrapper',

@@ -1,7 +1,7 @@
 """The command-line programs of visionattn: argument parsing, printing and exit codes only.
 
-Each module here has a ``main(argv=None)``; ``tools/<name>.py`` and ``python -m visionattn.cli.<name>``
-call it. What the programs compute lives in the rest of the package, importable and tested on its own.
+Each module here has a ``main(argv=None)``; ``tools/<name>.py``, ``python -m visionattn.cli.<name>`` and the
+installed ``visionattn-<name>`` console scripts (``setup.cfg``) call it. What the programs compute lives in the rest of the package, importable and tested on its own.
 
 Every ``main`` is wrapped by :func:`cli_main`: an expected user error (:class:`visionattn.errors.UserError`)
 prints one line, ``error: <what is wrong and what to do>``, and exits with status 2 (argparse's status for

@@ -21,7 +21,7 @@ from PIL import Image
 from ..errors import UserError
 from . import add_debug_argument, cli_main
 
-DEFAULT_CONFIG = 'configs/demo/biformer_tiny_ade20k_demo.py'
+DEFAULT_CONFIG = 'demo/biformer_tiny_ade20k_demo'  # a shipped config, found from any folder
 
 
 def majority_class_miou(annotation_dir: Path) -> float:
@@ -51,7 +51,7 @@ def run(program: str, *args: str) -> list[str]:
 @cli_main
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--config', default=DEFAULT_CONFIG)
+    parser.add_argument('--config', default=DEFAULT_CONFIG, help='a config file or the name of a shipped config')
     parser.add_argument('--work-dir', type=Path, default=Path('work_dirs/demo'))
     parser.add_argument('--data', type=Path, default=Path('data/demo'))
     add_debug_argument(parser)

@@ -20,8 +20,10 @@ interface of an OpenMMLab backbone:
 What timm's features lack as dense-prediction backbones, and the options that supply it (any timm
 model can use them):
 
-- ``out_norm``: timm returns raw stage outputs; the detection/segmentation backbones of Swin, DaViT
-  and FocalNet add a fresh norm to every output (``norm{i}``, ``nn.LayerNorm``).
+- ``feature_norms``: timm returns raw stage outputs; the detection/segmentation backbones of Swin, DaViT
+  and FocalNet add a fresh norm to every output (``norm{i}``, ``nn.LayerNorm``). (The same name as the
+  models' own per-stage output norms, e.g. BiFormer's ``feature_norms=True``; the old keyword
+  ``out_norm`` still works, with a DeprecationWarning, and checkpoints with ``out_norms.*`` keys load.)
 - ``pad_to_multiple``: timm's FocalNet patchifies with unpadded stride-4/2 convs, so a side that is
   not a multiple of 32 loses its last pixels at every stage (100x130 gives 3x4 at stride 32 where the
   upstream detection code, which pads, gives 4x5); timm's halo attention asserts, without a message,
@@ -42,6 +44,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import warnings
 from typing import Any, Sequence
 
 import timm
@@ -54,24 +57,29 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import visionattn  # noqa: F401  (registers the project's models in timm)
-from visionattn.errors import MissingFileError
+from visionattn.errors import ConfigError, MissingFileError, UnknownNameError
 from visionattn.registry import MODELS
 from visionattn.weights import create_model_with_weights, feature_key_forms
 
-__all__ = ['TimmBackbone', 'stage_feature_info', 'required_input_multiple']
+__all__ = ['TimmBackbone', 'stage_feature_info', 'required_input_multiple', 'check_model_name',
+           'check_stage_options']
 
 
-def _unknown_model_error(model_name: str) -> KeyError:
+def check_model_name(model_name: Any) -> None:
+    """Raise :class:`UnknownNameError` (with the closest names) unless ``model_name`` is in timm's registry."""
+    if not isinstance(model_name, str):
+        raise ConfigError(f'model_name must be the name of a timm model (a string), got {model_name!r}')
+    if timm.is_model(model_name):
+        return
     close = difflib.get_close_matches(model_name, timm.list_models(), n=5)
     hint = f' Did you mean {close}?' if close else ''
-    return KeyError(f"unknown timm model {model_name!r}.{hint} List the names with "
-                    f"timm.list_models('<pattern>') after `import visionattn`.")
+    raise UnknownNameError(f"unknown timm model {model_name!r}.{hint} List the names with "
+                           f"timm.list_models('<pattern>') after `import visionattn`.")
 
 
 def _meta_features_model(model_name: str, **kwargs: Any) -> nn.Module:
     """``features_only`` model built on the meta device: nothing is allocated or downloaded."""
-    if not timm.is_model(model_name):
-        raise _unknown_model_error(model_name)
+    check_model_name(model_name)
     with torch.device('meta'):
         return timm.create_model(model_name, pretrained=False, features_only=True, **kwargs)
 
@@ -177,25 +185,49 @@ def _shapes(model: nn.Module) -> dict[str, torch.Size]:
     return {key: value.shape for key, value in model.state_dict().items()}
 
 
-def _resolve_indices(indices: Sequence[int], count: int, what: str) -> list[int]:
-    resolved = []
-    for i in indices:
-        if not -count <= i < count:
-            raise IndexError(f'{what} {i} is out of range: the model has {count} stages (0..{count - 1})')
-        resolved.append(i % count)
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_stage_options(model_name: str, num_stages: int, out_indices: Any, frozen_stages: Any) -> list[int]:
+    """``out_indices`` resolved to stage numbers (negatives count from the end), after checking both options.
+
+    Raises :class:`ConfigError` naming the valid range when ``out_indices`` is not a list/tuple of distinct
+    stage numbers in ``-num_stages..num_stages - 1`` or ``frozen_stages`` is not an int in ``-1..num_stages``.
+    """
+    valid = f'{model_name} has {num_stages} stages, so out_indices are in 0..{num_stages - 1} (or -{num_stages}..-1)'
+    if not isinstance(out_indices, (list, tuple)) or not out_indices or not all(_is_int(i) for i in out_indices):
+        raise ConfigError(f'out_indices must be a non-empty list or tuple of stage numbers, e.g. (0, 1, 2, 3), '
+                          f'got {out_indices!r}: {valid}')
+    outside = [i for i in out_indices if not -num_stages <= i < num_stages]
+    if outside:
+        raise ConfigError(f'out_indices {tuple(out_indices)}: {outside} out of range; {valid}')
+    resolved = [i % num_stages for i in out_indices]
+    if len(set(resolved)) != len(resolved):
+        raise ConfigError(f'out_indices {tuple(out_indices)} names a stage twice; {valid}')
+    if not _is_int(frozen_stages) or not -1 <= frozen_stages <= num_stages:
+        raise ConfigError(f'frozen_stages must be an int in -1..{num_stages} for {model_name} (-1: train everything, '
+                          f'0: freeze the stem, k: the stem and the first k stages), got {frozen_stages!r}')
     return resolved
 
 
-def _build_out_norms(out_norm: str | dict | None, channels: list[int]) -> nn.ModuleList | None:
-    if out_norm is None:
+def _build_feature_norms(norm: str | dict | None, channels: list[int]) -> nn.ModuleList | None:
+    if norm is None:
         return None
-    cfg = dict(type=out_norm) if isinstance(out_norm, str) else dict(out_norm)
+    cfg = dict(type=norm) if isinstance(norm, str) else dict(norm)
     name = cfg.pop('type', None)
     try:
         return nn.ModuleList(create_norm_layer(name, num_chs, **cfg) for num_chs in channels)
     except (KeyError, AttributeError) as err:
-        raise ValueError(f"out_norm={out_norm!r}: give a timm norm layer name ('layernorm2d', 'batchnorm2d', "
-                         f"'groupnorm', ...), optionally as dict(type=name, **kwargs) (e.g. eps=1e-5)") from err
+        raise ConfigError(f"feature_norms={norm!r}: give a timm norm layer name ('layernorm2d', 'batchnorm2d', "
+                          f"'groupnorm', ...), optionally as dict(type=name, **kwargs) (e.g. eps=1e-5)") from err
+
+
+def _renamed_feature_norm_keys(state_dict: dict, prefix: str, *args: Any) -> None:
+    """Load-state-dict pre-hook: checkpoints written before the rename hold ``out_norms.*`` keys."""
+    old = prefix + 'out_norms.'
+    for key in [k for k in state_dict if k.startswith(old)]:
+        state_dict[prefix + 'feature_norms.' + key[len(old):]] = state_dict.pop(key)
 
 
 @MODELS.register_module()
@@ -207,7 +239,7 @@ class TimmBackbone(BaseModule):
         out_indices: stages to return (stride >= 4 entries of ``feature_info``; negatives count
             from the end).
         frozen_stages: -1 trains everything; 0 freezes the stem; k freezes the stem and the first
-            k stages (parameters and, for BatchNorm, running statistics). ``out_norm`` layers are
+            k stages (parameters and, for BatchNorm, running statistics). ``feature_norms`` layers are
             never frozen.
         norm_eval: keep BatchNorm layers in eval mode while training (fine-tuning with small batches).
         in_chans: input channels; pretrained first-layer weights are adapted by timm.
@@ -219,29 +251,35 @@ class TimmBackbone(BaseModule):
             modules that ``model_kwargs`` add to the published architecture) and nothing else, with the
             same shapes; ``False`` loads what fits and logs the rest.
         model_kwargs: further keyword arguments of the timm model (e.g. ``n_win`` for BiFormer).
-        out_norm: a norm added to every output, as the upstream detection backbones of Swin,
+        feature_norms: a norm added to every output, as the upstream detection backbones of Swin,
             DaViT and FocalNet do: a timm norm name (``'layernorm2d'``) or ``dict(type=name, **kwargs)``
             (``dict(type='layernorm2d', eps=1e-5)`` is their ``nn.LayerNorm``). None adds nothing.
         pad_to_multiple: zero-pad the input at the right/bottom to a multiple of this and crop every
             output back to ``ceil(side / stride)``. ``'auto'`` (default) pads only as much as the model
             needs (:func:`required_input_multiple`); an int must be a multiple of what halo attention
             layers need; 1 never pads.
+        out_norm: the former name of ``feature_norms`` (DeprecationWarning).
     """
 
     def __init__(self, model_name: str, out_indices: Sequence[int] = (0, 1, 2, 3),
                  frozen_stages: int = -1, norm_eval: bool = False, in_chans: int = 3,
                  drop_path_rate: float = 0.0, pretrained: bool | str = False, pretrained_strict: bool = True,
-                 model_kwargs: dict[str, Any] | None = None, out_norm: str | dict | None = None,
-                 pad_to_multiple: int | str = 'auto', init_cfg: dict | None = None) -> None:
+                 model_kwargs: dict[str, Any] | None = None, feature_norms: str | dict | None = None,
+                 pad_to_multiple: int | str = 'auto', init_cfg: dict | None = None,
+                 out_norm: str | dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
+        if out_norm is not None:
+            if feature_norms is not None:
+                raise ConfigError('TimmBackbone: give feature_norms only (out_norm is its former name)')
+            warnings.warn('TimmBackbone(out_norm=...) is deprecated: use feature_norms=... (same values)',
+                          DeprecationWarning, stacklevel=2)
+            feature_norms = out_norm
         model_kwargs = dict(model_kwargs or {})
         if drop_path_rate:
             model_kwargs['drop_path_rate'] = drop_path_rate
         meta_model = _meta_features_model(model_name, in_chans=in_chans, **model_kwargs)
         stages = _stages(meta_model)
-        self.out_indices = _resolve_indices(out_indices, len(stages), 'out_indices')
-        if not -1 <= frozen_stages <= len(stages):
-            raise ValueError(f'frozen_stages must be in -1..{len(stages)} for {model_name}, got {frozen_stages}')
+        self.out_indices = check_stage_options(model_name, len(stages), out_indices, frozen_stages)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.model_name = model_name
@@ -256,7 +294,8 @@ class TimmBackbone(BaseModule):
         self.channels_last_output = _channels_last(self.model)
         self.out_channels = [stages[i]['num_chs'] for i in self.out_indices]
         self.out_strides = [stages[i]['reduction'] for i in self.out_indices]
-        self.out_norms = _build_out_norms(out_norm, self.out_channels)
+        self.feature_norms = _build_feature_norms(feature_norms, self.out_channels)
+        self._register_load_state_dict_pre_hook(_renamed_feature_norm_keys)
         self._stage_modules = [stages[i]['module'] for i in range(len(stages))]
         self._freeze_stages()
 
@@ -266,11 +305,11 @@ class TimmBackbone(BaseModule):
         if pad_to_multiple == 'auto':
             return _required_multiple(meta_model, in_chans, needed)
         if not isinstance(pad_to_multiple, int) or isinstance(pad_to_multiple, bool) or pad_to_multiple < 1:
-            raise ValueError(f"pad_to_multiple must be 'auto' or an int >= 1, got {pad_to_multiple!r}")
+            raise ConfigError(f"pad_to_multiple must be 'auto' or an int >= 1, got {pad_to_multiple!r}")
         if pad_to_multiple % needed:
-            raise ValueError(f'{self.model_name}: pad_to_multiple={pad_to_multiple} leaves maps its halo attention '
-                             f'cannot block; inputs must be multiples of {needed} (block size x stride of each '
-                             f"halo layer): use pad_to_multiple='auto' or a multiple of {needed}")
+            raise ConfigError(f'{self.model_name}: pad_to_multiple={pad_to_multiple} leaves maps its halo attention '
+                              f'cannot block; inputs must be multiples of {needed} (block size x stride of each '
+                              f"halo layer): use pad_to_multiple='auto' or a multiple of {needed}")
         return pad_to_multiple
 
     def _pretrained_state(self) -> dict[str, torch.Tensor]:
@@ -369,6 +408,6 @@ class TimmBackbone(BaseModule):
             features = [f.permute(0, 3, 1, 2) for f in features]
         if pad_h or pad_w:
             features = [f[..., :-(-height // s), :-(-width // s)] for f, s in zip(features, self.out_strides)]
-        if self.out_norms is not None:
-            features = [norm(f) for norm, f in zip(self.out_norms, features)]
+        if self.feature_norms is not None:
+            features = [norm(f) for norm, f in zip(self.feature_norms, features)]
         return tuple(f.contiguous() for f in features)

@@ -2,14 +2,21 @@
 
 mmengine reports most config mistakes late and obscurely (a typo in ``--cfg-options`` silently adds an
 unused key; a missing dataset surfaces as an empty-dataset error deep in a dataloader worker; neck
-channels that do not match a swapped backbone fail inside a convolution). The checks here run before
-anything is built and say what to do.
+channels that do not match a swapped backbone fail inside a convolution; a syntax error in a config is
+reported in ``File "<unknown>"``; ``max_iters=-3`` trains nothing and exits 0). The checks here run before
+anything is built and raise a :class:`~visionattn.errors.UserError` that says what to do.
+
+Configs are found by path or by name: :func:`resolve_config` also looks in the configs shipped inside the
+package (``visionattn/.mim/configs``, OpenMMLab's ``.mim`` convention, a link to the top-level ``configs/``
+in a checkout), so ``demo/biformer_tiny_ade20k_demo`` or ``biformer_tiny_ade20k_demo.py`` work from any folder.
 """
 from __future__ import annotations
 
+import ast
 import difflib
 import inspect
 import os
+import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -20,8 +27,11 @@ from mmengine.registry import (DATASETS, EVALUATOR, HOOKS, LOOPS, METRICS, MODEL
 import visionattn.mm  # noqa: F401  (registers the visionattn scope; arms the mmcv stand-in)
 from visionattn.errors import ConfigError, MissingFileError
 
-__all__ = ['load_config', 'build_runner', 'enable_prediction_pictures', 'check_data_roots', 'check_neck_channels',
-           'check_band_counts', 'ConfigError', 'DATASET_SOURCES']
+from .schedule import SCHEDULE_KEY, check_length_options, check_train_length, note_length_override
+
+__all__ = ['load_config', 'resolve_config', 'config_root', 'build_runner', 'enable_prediction_pictures',
+           'enable_tensorboard', 'check_data_roots', 'check_model', 'check_neck_channels', 'check_band_counts',
+           'ConfigError', 'DATASET_SOURCES']
 
 
 # Where each standard dataset comes from (also under the stock name without 'visionattn.'); the demo stand-ins
@@ -133,22 +143,117 @@ def _replace_prefix(node: Any, old: str, new: str) -> Any:
     return node
 
 
-def load_config(path: str, cfg_options: dict[str, Any] | None = None, work_dir: str | None = None,
+def config_root() -> Path:
+    """The configs shipped with the package (``visionattn/.mim/configs``; in a checkout, the top-level ``configs/``)."""
+    return Path(visionattn.mm.__file__).resolve().parent.parent / '.mim' / 'configs'
+
+
+def _shipped_configs(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob('*.py') if '_base_' not in p.relative_to(root).parts)
+
+
+def resolve_config(name: str | os.PathLike) -> Path:
+    """The config file ``name`` stands for: a path, else a config shipped with the package.
+
+    Shipped configs are found by their path under ``configs/`` (``demo/biformer_tiny_ade20k_demo``, with or
+    without ``.py``) or by their file name alone (``biformer_tiny_ade20k_demo.py``, as ``mim train`` does).
+    """
+    path = Path(name)
+    if path.is_file():
+        return path
+    root = config_root()
+    filename = path.name if path.suffix == '.py' else path.name + '.py'
+    candidates = [root / path, root / path.with_name(filename)]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is not None:
+        return found.resolve()
+    shipped = _shipped_configs(root) if root.is_dir() else []
+    matches = [p for p in shipped if p.name == filename]
+    if len(matches) == 1:
+        return matches[0].resolve()
+    if len(matches) > 1:
+        raise ConfigError(f'config {name}: several shipped configs have that file name, give its folder too: '
+                          + ', '.join(str(m.relative_to(root).with_suffix('')) for m in matches))
+    names = [str(p.relative_to(root).with_suffix('')) for p in shipped]
+    close = difflib.get_close_matches(str(path.with_suffix('')), names, n=3, cutoff=0.5) or \
+        difflib.get_close_matches(path.stem, [Path(n).name for n in names], n=3, cutoff=0.5)
+    hint = f' Did you mean {close}?' if close else ''
+    raise MissingFileError(f'config {name} is neither a file nor a config shipped with visionattn ({root}).{hint}')
+
+
+def _base_files(path: Path, tree: ast.Module) -> list[Path]:
+    """The ``_base_`` files a config names (local paths only; ``package::path`` bases are mmengine's)."""
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == '_base_' for t in node.targets):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                return []
+            bases = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else []
+            return [path.parent / b for b in bases if isinstance(b, str) and '::' not in b]
+    return []
+
+
+def _config_files(path: Path) -> list[Path]:
+    """``path`` and every local ``_base_`` below it, each checked for syntax errors and existence."""
+    seen: list[Path] = []
+    pending = [path]
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.append(current)
+        try:
+            tree = ast.parse(current.read_text(), filename=str(current))
+        except SyntaxError as err:
+            line = f'\n    {err.text.rstrip()}' if err.text else ''
+            raise ConfigError(f'syntax error in config {current}, line {err.lineno}: {err.msg}{line}') from err
+        for base in _base_files(current, tree):
+            if not base.is_file():
+                raise ConfigError(f'config {current}: its _base_ file {base} does not exist')
+            pending.append(base.resolve())
+    return seen
+
+
+def _read_config(path: Path) -> Config:
+    """``Config.fromfile`` with errors that name the config file and line (mmengine says ``<unknown>``)."""
+    files = _config_files(path.resolve())
+    try:
+        return Config.fromfile(str(path))
+    except Exception as err:  # anything a config's own code raises is a mistake in the config
+        names = {str(f) for f in files}
+        frames = [f for f in traceback.extract_tb(err.__traceback__) if str(Path(f.filename).resolve()) in names]
+        where = f'{frames[-1].filename}, line {frames[-1].lineno}' if frames else str(path)
+        if isinstance(err, KeyError) and not frames:  # mmengine's lookup of a {{_base_.name}} reference
+            what = f'{{{{_base_.{err.args[0]}}}}} names no variable of its bases'
+        else:
+            what = f'{type(err).__name__}: {err}'
+        raise ConfigError(f'config {where}: {what}') from err
+
+
+def load_config(path: str | os.PathLike, cfg_options: dict[str, Any] | None = None, work_dir: str | None = None,
                 data_root: str | None = None) -> Config:
-    """Read a config, apply (checked) ``--cfg-options`` and an optional dataset root, set ``work_dir``.
+    """Read a config (a path or a shipped config's name, :func:`resolve_config`), apply (checked)
+    ``--cfg-options`` and an optional dataset root, set ``work_dir``.
 
     ``data_root`` replaces the config's top-level ``data_root`` wherever it prefixes a path (dataloaders
-    and evaluators' annotation files alike), e.g. to run a config on the demo stand-in.
+    and evaluators' annotation files alike), e.g. to run a config on the demo stand-in. A changed
+    ``train_cfg.max_iters`` / ``max_epochs`` is recorded (``schedule_written_for``) so that the Runner
+    rescales the param schedulers to it (:mod:`visionattn.mm.schedule`).
     """
-    if not Path(path).is_file():
-        raise MissingFileError(f'config file {path} does not exist')
-    cfg = Config.fromfile(path)
+    path = resolve_config(path)
+    cfg = _read_config(path)
     if cfg.get('default_scope'):
         init_default_scope(cfg.default_scope)
     if cfg_options:
+        written_for = cfg.get('train_cfg')
+        written_for = dict(written_for) if written_for else None
+        check_length_options(cfg, cfg_options)
         for key in cfg_options:
             _check_option_key(cfg, key)
         cfg.merge_from_dict(cfg_options)
+        note_length_override(cfg, written_for, cfg_options)
+    check_train_length(cfg)
     if data_root is not None:
         old = cfg.get('data_root')
         if not old:
@@ -159,7 +264,7 @@ def load_config(path: str, cfg_options: dict[str, Any] | None = None, work_dir: 
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
-        cfg.work_dir = os.path.join('work_dirs', Path(path).stem)
+        cfg.work_dir = os.path.join('work_dirs', path.stem)
     return cfg
 
 
@@ -204,20 +309,34 @@ def check_data_roots(cfg: Config, loaders: tuple[str, ...]) -> None:
                 lines.append(f'Get the dataset from {url} and put (or symlink) it there,')
             if demo:
                 lines.append('or make the small synthetic stand-in and point the config at it:\n'
-                             f'  python tools/make_demo_data.py --out data/demo --tasks {demo}\n'
-                             f'  ... --data-root data/demo/{_relative_standard_root(dataset)}')
+                             f'  python -m visionattn.cli.make_demo_data --out data/demo --tasks {demo}\n'
+                             f'  ... --data-root {_demo_root(cfg, dataset)}')
             else:
                 lines.append('Fix the paths in the config or pass --data-root.')
             raise MissingFileError('\n'.join(lines))
 
 
-def _relative_standard_root(dataset: dict) -> str:
+def _demo_root(cfg: Config, dataset: dict) -> str:
+    """Where ``make_demo_data --out data/demo`` puts the stand-in of ``dataset``: the config's own root
+    (before ``--data-root``) with its ``data/`` (or ``data/demo/``) prefix replaced by ``data/demo/``."""
     root = str(dataset.get('data_root') or '')
-    return root[len('data/'):] if root.startswith('data/') else root
+    if cfg.filename:
+        written = _read_config(Path(cfg.filename))
+        root = str(written.get('data_root') or root)
+    for prefix in ('data/demo/', 'data/'):
+        if root.startswith(prefix):
+            return 'data/demo/' + root[len(prefix):].rstrip('/')
+    return '<the folder make_demo_data prints for that task>'
 
 
-def _expected_in_channels(head: dict, channels: list[int]) -> Any:
+def _expected_in_channels(label: str, head: dict, channels: list[int], backbone: str) -> Any:
     in_index = head.get('in_index')
+    indices = [in_index] if isinstance(in_index, int) else list(in_index) if isinstance(in_index, (list, tuple)) else []
+    outside = [i for i in indices if not (isinstance(i, int) and -len(channels) <= i < len(channels))]
+    if outside:
+        raise ConfigError(f'{label}.in_index {in_index!r} picks backbone outputs that do not exist: {backbone} gives '
+                          f'{len(channels)} outputs (indices 0..{len(channels) - 1}, channels {channels}); '
+                          f'set {label}.in_index (and in_channels) to match out_indices')
     if isinstance(in_index, int):
         return channels[in_index]
     if isinstance(in_index, (list, tuple)):
@@ -225,17 +344,33 @@ def _expected_in_channels(head: dict, channels: list[int]) -> Any:
     return channels if isinstance(head.get('in_channels'), (list, tuple)) else channels[-1]
 
 
+def check_model(cfg: Config) -> None:
+    """The model's timm names exist, its backbone options are in range, its neck and heads fit the backbone."""
+    model = cfg.get('model') or {}
+    if model.get('type') in _TIMM_MODEL_TYPES:
+        from .backbones import check_model_name
+        check_model_name(model.get('model_name'))
+    check_neck_channels(cfg)
+
+
 def check_neck_channels(cfg: Config) -> None:
-    """With a ``visionattn.TimmBackbone``, check the channels the neck and heads expect from it."""
+    """With a ``visionattn.TimmBackbone``, check its options (model name, ``out_indices``, ``frozen_stages``)
+    and the channels the neck and heads expect from it."""
     model = cfg.get('model', {})
     backbone = model.get('backbone', {})
     if backbone.get('type') not in ('visionattn.TimmBackbone', 'TimmBackbone'):
         return
-    from .backbones import stage_feature_info
+    from .backbones import check_stage_options, stage_feature_info
     kwargs = dict(backbone.get('model_kwargs') or {})
-    stages = stage_feature_info(backbone['model_name'], in_chans=backbone.get('in_chans', 3), **kwargs)
+    stages = stage_feature_info(backbone.get('model_name'), in_chans=backbone.get('in_chans', 3), **kwargs)
     out_indices = backbone.get('out_indices', (0, 1, 2, 3))
-    channels = [stages[i]['num_chs'] for i in out_indices]
+    try:
+        indices = check_stage_options(backbone['model_name'], len(stages), out_indices,
+                                      backbone.get('frozen_stages', -1))
+    except ConfigError as err:
+        raise ConfigError(f'model.backbone: {err}') from None
+    channels = [stages[i]['num_chs'] for i in indices]
+    described = f"backbone {backbone['model_name']} with out_indices {tuple(out_indices)}"
     neck = model.get('neck')
     consumers = [('model.neck', neck)]
     if not (isinstance(neck, dict) and 'in_channels' in neck):  # the heads read the backbone (no neck, or pooling)
@@ -246,12 +381,11 @@ def check_neck_channels(cfg: Config) -> None:
             if not isinstance(head, dict) or 'in_channels' not in head:
                 continue
             label = f'{where}.{i}' if isinstance(node, list) else where
-            expected = _expected_in_channels(head, channels)
+            expected = _expected_in_channels(label, head, channels, described)
             given = list(head['in_channels']) if isinstance(head['in_channels'], (list, tuple)) else head['in_channels']
             if given != expected:
-                raise ConfigError(
-                    f"{label}.in_channels is {given}, but backbone {backbone['model_name']} with out_indices "
-                    f'{tuple(out_indices)} outputs {channels} channels: set {label}.in_channels={expected}')
+                raise ConfigError(f'{label}.in_channels is {given}, but {described} outputs {channels} channels: '
+                                  f'set {label}.in_channels={expected}')
 
 
 _TIMM_MODEL_TYPES = ('visionattn.TimmBackbone', 'TimmBackbone', 'visionattn.TimmClassifier')
@@ -288,10 +422,37 @@ def check_band_counts(cfg: Config) -> None:
 
 
 def build_runner(cfg: Config):
-    """The config's runner; ``visionattn.Runner`` (resume on torch >= 2.6, CPU distribution) by default."""
+    """The config's runner; ``visionattn.Runner`` (resume on torch >= 2.6, CPU distribution, schedules that
+    follow the training length, TensorBoard switch, quiet console) by default."""
     from mmengine.registry import RUNNERS
+
+    from .runtime import VisionAttnRunner
     cfg.setdefault('runner_type', 'visionattn.Runner')
+    runner_cls = RUNNERS.get(cfg.runner_type) if isinstance(cfg.runner_type, str) else cfg.runner_type
+    if runner_cls is None:
+        raise ConfigError(f'runner_type {cfg.runner_type!r} is not a registered Runner; use visionattn.Runner')
+    own_keys = [k for k in (SCHEDULE_KEY, 'tensorboard') if cfg.get(k)]
+    if own_keys and not (inspect.isclass(runner_cls) and issubclass(runner_cls, VisionAttnRunner)):
+        raise ConfigError(f'{", ".join(own_keys)} need runner_type visionattn.Runner (or a subclass); '
+                          f'this config uses {cfg.runner_type}')
     return RUNNERS.build(cfg)
+
+
+def enable_tensorboard(cfg: Config) -> None:
+    """Add mmengine's ``TensorboardVisBackend`` to the config's visualizer (events under
+    ``<work_dir>/<timestamp>/vis_data``; ``tensorboard --logdir <work_dir>`` shows them)."""
+    import importlib.util
+    if importlib.util.find_spec('tensorboard') is None:
+        raise ConfigError("TensorBoard logging needs the tensorboard package: pip install 'visionattn[tensorboard]' "
+                          '(or pip install tensorboard)')
+    visualizer = cfg.get('visualizer')
+    if not isinstance(visualizer, dict):
+        raise ConfigError('TensorBoard logging needs a visualizer in the config (visualizer=dict(type=..., '
+                          'vis_backends=[...])); this config has none')
+    backends = list(visualizer.get('vis_backends') or [])
+    if not any(str(b.get('type', '')).endswith('TensorboardVisBackend') for b in backends):
+        backends.append(dict(type='TensorboardVisBackend'))
+    visualizer['vis_backends'] = backends
 
 
 # Each OpenMMLab package draws test predictions with its own visualization hook; these settings make

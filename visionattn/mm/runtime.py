@@ -1,4 +1,5 @@
-"""mmengine's Runner, fixed for torch >= 2.6, crash-safe checkpoints and distributed training on CPU.
+"""mmengine's Runner, fixed for torch >= 2.6, crash-safe checkpoints and distributed training on CPU, with
+the run options users expect.
 
 mmengine 0.10.7 (the newest release) breaks or loses data in several places on this stack; the fixes live
 in one Runner subclass, registered as ``visionattn.Runner`` (``runner_type`` in the configs, which the train
@@ -30,10 +31,20 @@ and test tools of mmseg, mmdet and mmpretrain honour too), so that nothing of mm
 In CPU-distributed runs the gloo process group gets a collective timeout (``env_cfg.dist_cfg.timeout``,
 ``--dist-timeout``; 300 s by default), and training, validation and testing end with a message naming
 the rank that did not answer when one dies or hangs (:mod:`visionattn.mm.distributed`).
+
+The same Runner reads three config keys of its own (``configs/_base_/default_runtime.py``):
+
+- ``schedule_written_for``: the training length ``param_scheduler`` was written for; when ``train_cfg``
+  differs, the schedulers and intervals are rescaled to it (:mod:`visionattn.mm.schedule`);
+- ``tensorboard=True``: adds mmengine's ``TensorboardVisBackend`` to the visualizer, so losses, learning rate
+  and metrics are also written as TensorBoard events under ``<work_dir>/<timestamp>/vis_data``;
+- ``console='quiet'`` (default) or ``'verbose'``: see :mod:`visionattn.console`.
 """
 from __future__ import annotations
 
 import contextlib
+import contextlib
+import copy
 import re
 from collections import OrderedDict
 from pathlib import Path
@@ -47,17 +58,20 @@ from mmengine.hooks import CheckpointHook as _MMEngineCheckpointHook
 from mmengine.hooks import Hook
 from mmengine.logging import HistoryBuffer
 from mmengine.model import MMDistributedDataParallel, is_model_wrapper, revert_sync_batchnorm
-from mmengine.runner import Runner
+from mmengine.runner import BaseLoop, Runner
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import nn
 
 from visionattn.checkpoint import (abandoned_partial_files, describe_checkpoint, load_state_dict_checked,
                                    mmengine_types_allowed, read_checkpoint, state_dict_from, verify_checkpoint,
                                    write_atomically)
-from visionattn.errors import CheckpointError, UserError
+from visionattn.console import quiet_console, release_warnings
+from visionattn.errors import CheckpointError, ConfigError, UserError
 from visionattn.registry import HOOKS, RUNNERS
 
+from .config import enable_tensorboard
 from .distributed import collective_timeout_s, init_gloo_process_group, unresponsive_peers_named
+from .schedule import fit_intervals, rescale_param_schedulers, scale_of_run
 
 __all__ = ['VisionAttnRunner', 'CheckpointHook', 'PlainCheckpointContentHook']
 
@@ -185,7 +199,8 @@ _REGULAR_CHECKPOINT = re.compile(r'^(epoch|iter)_(\d+)\.pth$')  # CheckpointHook
 
 @RUNNERS.register_module(name='Runner')
 class VisionAttnRunner(Runner):
-    """mmengine's Runner with safe, strict loading, crash-safe saving and resume, and CPU (gloo) distribution."""
+    """mmengine's Runner with safe, strict loading, crash-safe saving and resume, CPU (gloo) distribution,
+    schedules that follow the training length, a TensorBoard switch and a quiet console."""
 
     _peer_check_group: Any = None  # the gloo diagnosis group of CPU-distributed runs
 
@@ -196,6 +211,39 @@ class VisionAttnRunner(Runner):
     @property
     def _load_strict(self) -> bool:
         return bool(self.cfg.get('load_strict', True))
+
+    # -- run options ------------------------------------------------------------------------
+    @classmethod
+    def from_cfg(cls, cfg: Any) -> 'VisionAttnRunner':
+        cfg = copy.deepcopy(cfg)
+        notes = fit_intervals(cfg)
+        if cfg.get('tensorboard'):
+            enable_tensorboard(cfg)
+        runner = super().from_cfg(cfg)
+        for note in notes:
+            runner.logger.info(note)
+        return runner
+
+    def build_logger(self, *args: Any, **kwargs: Any) -> Any:
+        logger = super().build_logger(*args, **kwargs)
+        console = self.cfg.get('console', 'quiet')
+        if console not in ('quiet', 'verbose'):
+            raise ConfigError(f"console must be 'quiet' or 'verbose', got {console!r}")
+        if console == 'quiet':
+            quiet_console(logger)
+        else:
+            release_warnings()
+        return logger
+
+    def build_param_scheduler(self, scheduler: Any) -> Any:
+        scale = scale_of_run(self.cfg)
+        if scale is not None and isinstance(self._train_loop, BaseLoop):
+            key, written_for, length = scale
+            scheduler, notes = rescale_param_schedulers(scheduler, written_for, length, key == 'max_epochs',
+                                                        len(self.train_dataloader))
+            for note in notes:
+                self.logger.info(note)
+        return super().build_param_scheduler(scheduler)
 
     # -- environment ----------------------------------------------------------------------
     def setup_env(self, env_cfg: dict) -> None:
