@@ -14,7 +14,7 @@ from visionattn.analysis.figures import gates_figure, predictions_figure, query_
 from visionattn.analysis.loading import LoadedModel, load_model
 from visionattn.analysis.predictions import draw_prediction
 from visionattn.cli import visualize
-from visionattn.errors import UnknownNameError
+from visionattn.errors import ConfigError, UnknownNameError
 from visionattn.layers import CBAM, ELA, TripletAttention
 
 
@@ -150,7 +150,7 @@ def test_neighborhood_defaults_and_a_query_outside_the_image(tiny_dinat) -> None
     assert [(m.layer, m.dilation) for m in maps] == [  # the first layer of every stage and dilation
         ('stages.0.blocks.0.attn', 1), ('stages.0.blocks.1.attn', 4), ('stages.1.blocks.0.attn', 2),
         ('stages.1.blocks.1.attn', 4), ('stages.2.blocks.0.attn', 1), ('stages.3.blocks.0.attn', 1)]
-    with pytest.raises(ValueError, match='outside the 64x64 image'):
+    with pytest.raises(ConfigError, match='outside the 64x64 image'):
         neighborhood_attention(tiny_dinat, _image(64, 64), [(64, 3)])
 
 
@@ -281,7 +281,7 @@ def test_segmentation_prediction_and_the_programs_on_a_trained_checkpoint(tmp_pa
     visualize.main(['routing', config, '--checkpoint', checkpoint, '--image', scene[0], '--query', '48', '36',
                     '--out', str(out)])
     printed = capsys.readouterr().out
-    assert 'backbone.model.stages.0.blocks.0.attn: 4x4 regions, top-1: query 1' in printed and out.is_file()
+    assert 'model.stages.0.blocks.0.attn: 4x4 regions, top-1: query 1' in printed and out.is_file()
     visualize.main(['predictions', config, checkpoint, scene[0], '--out', str(tmp_path / 'seg.png')])
     assert (tmp_path / 'seg.png').is_file()
 

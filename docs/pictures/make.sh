@@ -24,3 +24,27 @@ DET_DEMO=configs/demo/faster_rcnn_r50_triplet_coco_demo.py
 [ -f work_dirs/demo_dinat/iter_100.pth ] || $PY tools/train.py $NAT_DEMO --work-dir work_dirs/demo_dinat \
     --data-root $ADE --seed 0 --cfg-options "${NAT_OPTIONS[@]}"
 [ "${1:-}" = --train-only ] && exit 0
+
+VAL=$ADE/images/validation
+SCENE=$VAL/ADE_val_00000011.jpg      # sky, a building, a tree and a wall
+DRAW=($PY tools/visualize.py)
+"${DRAW[@]}" routing $SEG_DEMO --checkpoint work_dirs/demo/iter_200.pth --image $SCENE \
+    --query 25 12 --query 98 45 --query 45 100 --title 'UPerNet + BiFormer-T, the demo model' \
+    --small --out $OUT/routing.png
+"${DRAW[@]}" neighborhood $NAT_DEMO --cfg-options "${NAT_OPTIONS[@]}" \
+    --checkpoint work_dirs/demo_dinat/iter_100.pth --image $SCENE --query 25 12 --query 98 45 --query 45 100 \
+    --layers model.model.stages.0.blocks.0.attn model.model.stages.0.blocks.1.attn model.model.stages.1.blocks.1.attn \
+    --title 'UPerNet + DiNAT-Mini, the demo recipe' --small --out $OUT/neighborhood.png
+"${DRAW[@]}" neighborhood $NAT_DEMO --cfg-options "${NAT_OPTIONS[@]}" \
+    --checkpoint work_dirs/demo_dinat/iter_100.pth --image $SCENE --query 98 45 --query 45 100 --per-head \
+    --layers model.model.stages.1.blocks.0.attn --title 'UPerNet + DiNAT-Mini, the demo recipe' \
+    --small --out $OUT/neighborhood_heads.png
+"${DRAW[@]}" predictions $SEG_DEMO work_dirs/demo/iter_200.pth $SCENE $VAL/ADE_val_00000004.jpg \
+    --title 'UPerNet + BiFormer-T, the demo model' --small --out $OUT/segmentation.png
+COCO=data/demo/coco/val2017
+"${DRAW[@]}" predictions $DET_DEMO work_dirs/demo_triplet/epoch_4.pth $COCO/000000000003.jpg \
+    $COCO/000000000016.jpg --title 'Faster R-CNN + ResNet-50/4 with Triplet attention, the detection demo' \
+    --small --out $OUT/detection.png
+"${DRAW[@]}" gates $DET_DEMO --checkpoint work_dirs/demo_triplet/epoch_4.pth \
+    --image $COCO/000000000003.jpg $COCO/000000000016.jpg \
+    --title 'Faster R-CNN + ResNet-50/4 with Triplet attention, the detection demo' --small --out $OUT/gates.png

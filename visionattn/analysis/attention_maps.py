@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..errors import UnknownNameError
+from ..errors import ConfigError, UnknownNameError
 from ..layers import CBAM, ELA, BiLevelRoutingAttention, NeighborhoodAttention2D, TripletAttention
 from ..ops import bra_attention, bra_routing, na2d
 from .loading import Inference, LoadedModel
@@ -184,7 +184,8 @@ def _query_tokens(inference: Inference, query_xy: Sequence[Sequence[float]], str
     pixels, tokens = [], []
     for x, y in query_xy:
         if not (0 <= x < original_hw[1] and 0 <= y < original_hw[0]):
-            raise ValueError(f'query pixel (x={x}, y={y}) is outside the {original_hw[1]}x{original_hw[0]} image')
+            raise ConfigError(f'query pixel (x={x:g}, y={y:g}) is outside the {original_hw[1]}x{original_hw[0]} image: '
+                              f'give 0 <= x < {original_hw[1]} and 0 <= y < {original_hw[0]}')
         px, py = x * inference.scale[1], y * inference.scale[0]
         pixels.append((px, py))
         tokens.append((min(int(py // stride[0]), map_size[0] - 1), min(int(px // stride[1]), map_size[1] - 1)))

@@ -14,7 +14,10 @@ bar per panel with the values' real range, and a legend of the marks. Figures ar
 """
 from __future__ import annotations
 
+import io
+import math
 import textwrap
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -26,11 +29,13 @@ from matplotlib.collections import PatchCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import FormatStrFormatter
+from PIL import Image
 
 from .attention_maps import Gate, NeighborhoodAttention, QueryAttention, RoutedAttention
 from .loading import Inference
 
-__all__ = ['query_attention_figure', 'gates_figure', 'predictions_figure', 'HEAT_MAP', 'GATE_MAP']
+__all__ = ['query_attention_figure', 'gates_figure', 'predictions_figure', 'save_figure', 'HEAT_MAP', 'GATE_MAP']
 
 HEAT_MAP = 'viridis'  # attention weights
 GATE_MAP = 'inferno'  # gate values
@@ -84,6 +89,9 @@ def _heat(ax: Axes, values: np.ndarray, cell_hw: Sequence[float], cmap: str, lab
     colorbar = ax.figure.colorbar(ScalarMappable(norm, cmap), ax=ax, fraction=0.046, pad=0.02)
     colorbar.set_label(label, fontsize=7)
     colorbar.ax.tick_params(labelsize=6)
+    # the values themselves on the ticks (no offset), with as many decimals as the range needs
+    decimals = min(8, max(2, 1 - math.floor(math.log10(high - low))))
+    colorbar.ax.yaxis.set_major_formatter(FormatStrFormatter(f'%.{decimals}f'))
 
 
 def _query_mark(ax: Axes, xy: Sequence[float], number: Optional[int] = None) -> None:
@@ -218,7 +226,10 @@ def gates_figure(runs: Sequence[tuple[Inference, Sequence[Gate]]], title: str) -
             _heat(ax, gate.channel_mean.numpy(), gate.stride, GATE_MAP, 'gate G, mean over channels',
                   zero_is_nothing=False, alpha=(0.15, 0.8))
             height, width = gate.values.shape[1:]
-            ax.set_title(f'{gate.layer} ({gate.kind})\nstride {gate.stride[1]}, {width}x{height} cells', fontsize=7)
+            low, high = float(gate.channel_mean.min()), float(gate.channel_mean.max())
+            spread = 'uniform' if high - low < 1e-3 else f'{low:.2f} to {high:.2f}'
+            ax.set_title(f'{gate.layer} ({gate.kind})\nstride {gate.stride[1]}, {width}x{height} cells, {spread}',
+                         fontsize=7)
         for c in range(len(gates) + 1, cols):
             axes[r, c].set_visible(False)
     kinds = ', '.join(sorted({g.kind for _, gates in runs for g in gates}))
@@ -243,3 +254,14 @@ def predictions_figure(rows: Sequence[tuple[str, np.ndarray, np.ndarray]], legen
     handles = [Patch(facecolor=np.asarray(colour) / 255, edgecolor='black', linewidth=0.5, label=name)
                for name, colour in legend]
     return _finish(figure, title, explanation, handles)
+
+
+def save_figure(figure: Figure, path: str | Path, dpi: int = 100, small: bool = False) -> None:
+    """Write ``figure`` as a PNG; ``small``: 256 colours (a third of the bytes, for documentation)."""
+    if not small:
+        figure.savefig(path, dpi=dpi)
+        return
+    buffer = io.BytesIO()
+    figure.savefig(buffer, dpi=dpi)
+    picture = Image.open(buffer).convert('RGB')
+    picture.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError, MissingFileError, UnknownNameError
+from ..errors import CheckpointError, ConfigError, DataError, MissingFileError, UnknownNameError
 
 __all__ = ['LoadedModel', 'Inference', 'load_model', 'load_image']
 
@@ -95,7 +95,10 @@ def load_image(path: str | Path) -> np.ndarray:
     """An image file as RGB uint8 (H, W, 3)."""
     if not Path(path).is_file():
         raise MissingFileError(f'image {path} does not exist')
-    return np.asarray(Image.open(path).convert('RGB'))
+    try:
+        return np.asarray(Image.open(path).convert('RGB'))
+    except OSError as err:
+        raise DataError(f'{path} is not an image PIL can read ({err})') from err
 
 
 def _network_of(model: nn.Module) -> nn.Module:

@@ -45,7 +45,7 @@ def draw_prediction(loaded: LoadedModel, image: np.ndarray, score_thr: float = 0
         visualizer.add_datasample('prediction', image, sample, draw_gt=False, with_labels=False)
         palette = loaded.dataset_meta['palette']
         present = np.unique(sample.pred_sem_seg.data.cpu().numpy())
-        legend = [(classes[i], tuple(int(v) for v in palette[i])) for i in present if i < len(classes)]
+        legend = [(classes[i].strip(), tuple(int(v) for v in palette[i])) for i in present if i < len(classes)]
     elif loaded.scope == 'mmdet':
         from mmdet.visualization import DetLocalVisualizer
         from mmdet.visualization.palette import get_palette
@@ -57,7 +57,7 @@ def draw_prediction(loaded: LoadedModel, image: np.ndarray, score_thr: float = 0
         labels = instances.labels[instances.scores >= score_thr].tolist()
         # the box colours DetLocalVisualizer uses: its palette over the labels drawn
         colours = get_palette(visualizer.bbox_color or loaded.dataset_meta.get('palette'), max(labels, default=0) + 1)
-        legend = [(classes[i] if i < len(classes) else str(i), tuple(int(v) for v in colours[i]))
+        legend = [(classes[i].strip() if i < len(classes) else str(i), tuple(int(v) for v in colours[i]))
                   for i in sorted(set(labels))]
     else:
         raise ConfigError(f"predictions are drawn for segmentation ('mmseg') and detection ('mmdet') configs, "

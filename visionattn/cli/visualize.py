@@ -35,11 +35,19 @@ from mmengine.config import DictAction
 
 from . import add_debug_argument, cli_main
 from ..analysis.attention_maps import attention_gates, default_queries, neighborhood_attention, routed_attention
-from ..analysis.figures import gates_figure, predictions_figure, query_attention_figure
+from ..analysis.figures import gates_figure, predictions_figure, query_attention_figure, save_figure
 from ..analysis.loading import load_image, load_model
 from ..analysis.predictions import draw_prediction
 
 DEPRECATED_COMMANDS = {'neighbourhood': 'neighborhood'}
+
+
+def _output_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--title', help='figure title (default: the model or config and the checkpoint)')
+    parser.add_argument('--out', required=True, help='PNG file to write')
+    parser.add_argument('--dpi', type=int, default=100, help='pixels per inch of the figure (default 100)')
+    parser.add_argument('--small', action='store_true', help='256-colour PNG, about a third of the size')
+    add_debug_argument(parser)
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,9 +62,7 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--layers', nargs='+', help='attention layer names (default: one per stage; an unknown '
                                                     'name lists the model\'s layers)')
     parser.add_argument('--layer', help=argparse.SUPPRESS)  # the earlier single-layer spelling of --layers
-    parser.add_argument('--title', help='figure title (default: the model and checkpoint)')
-    parser.add_argument('--out', required=True, help='PNG file to write')
-    add_debug_argument(parser)
+    _output_arguments(parser)
 
 
 def _query_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,14 +90,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument('config')
     p.add_argument('checkpoint')
     p.add_argument('image', nargs='+', help='input images, one row each')
-    p.add_argument('--out', required=True, help='PNG file to write')
     p.add_argument('--score-thr', type=float, default=0.3, help='detection: lowest score drawn')
     p.add_argument('--opacity', type=float, default=0.5, help='opacity of segmentation colours and masks')
     p.add_argument('--device', default='cpu')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                    help='override config entries (keys are checked), e.g. model.test_cfg.rcnn.score_thr=0.1')
-    p.add_argument('--title', help='figure title (default: the config and checkpoint)')
-    add_debug_argument(p)
+    _output_arguments(p)
     args = parser.parse_args(argv)
     if args.command in DEPRECATED_COMMANDS:
         new = DEPRECATED_COMMANDS[args.command]
@@ -127,7 +131,7 @@ def main(argv: list[str]) -> None:
         else:
             what = f'Detection: the instances scoring at least {args.score_thr}, with class and score.'
         figure = predictions_figure(rows, sorted(legend.items()), args.title or loaded.title, what)
-        figure.savefig(out, dpi=100)
+        save_figure(figure, out, args.dpi, args.small)
         print(f'Wrote {out}')
         return
 
@@ -140,7 +144,7 @@ def main(argv: list[str]) -> None:
             print(f'{path}: ' + '; '.join(f'{g.layer} mean gate {float(g.channel_mean.mean()):.3f} '
                                           f'[{float(g.channel_mean.min()):.3f}, {float(g.channel_mean.max()):.3f}]'
                                           for g in gates))
-        gates_figure(runs, title).savefig(out, dpi=100)
+        save_figure(gates_figure(runs, title), out, args.dpi, args.small)
         print(f'Wrote {out}')
         return
 
@@ -156,7 +160,7 @@ def main(argv: list[str]) -> None:
         else:
             print(f'{m.layer}: kernel {m.kernel_size}, dilation {m.dilation}, {m.map_size[0]}x{m.map_size[1]} tokens '
                   f'(attended map {m.padded_size[0]}x{m.padded_size[1]}), query tokens {m.queries}')
-    query_attention_figure(inference, maps, title, per_head=args.per_head).savefig(out, dpi=100)
+    save_figure(query_attention_figure(inference, maps, title, per_head=args.per_head), out, args.dpi, args.small)
     print(f'Wrote {out}')
 
 
