@@ -31,15 +31,15 @@ def test_flops_of_cpu_sdpa_are_counted() -> None:
     assert flops == 4 * batch * heads * tokens * tokens * dim
 
 
-def test_flops_of_neighbourhood_attention_count_the_window() -> None:
+def test_flops_of_neighborhood_attention_count_the_window() -> None:
     from visionattn.ops import na2d
 
-    class Neighbourhood(nn.Module):
+    class Neighborhood(nn.Module):
         def forward(self, q: torch.Tensor) -> torch.Tensor:
             return na2d(q, q, q, kernel_size=3, dilation=2, backend='torch')
 
     batch, height, width, heads, dim = 1, 8, 7, 2, 4
-    flops = count_flops(Neighbourhood(), torch.randn(batch, height, width, heads, dim))
+    flops = count_flops(Neighborhood(), torch.randn(batch, height, width, heads, dim))
     assert flops == 4 * batch * height * width * heads * 9 * dim
 
 

@@ -1,4 +1,5 @@
-"""visionattn.analysis.model_cards (tools/model_cards.py): the cards are current, complete, and say what the sources say."""
+"""visionattn.analysis.model_cards (tools/model_cards.py): the cards are current, complete, and say what
+the sources say."""
 from __future__ import annotations
 
 import json

@@ -189,7 +189,8 @@ def _region_means(x: torch.Tensor, n_win: int) -> torch.Tensor:
                                                   (72, 'stages.1.blocks.0.attn', [(50, 10)])])
 def test_routed_attention_is_the_layers_routing_and_attention(tiny_biformer, side, layer, queries) -> None:
     attn = dict(tiny_biformer.network.named_modules())[layer]
-    qkv, (inference, maps) = _qkv_of(attn, lambda: routed_attention(tiny_biformer, _image(side, side), queries, [layer]))
+    image = _image(side, side)
+    qkv, (inference, maps) = _qkv_of(attn, lambda: routed_attention(tiny_biformer, image, queries, [layer]))
     m, = maps
     stride = 4 if layer.startswith('stages.0') else 8
     padded = -(-side // stride // 4) * 4  # the map, padded to a multiple of n_win = 4

@@ -69,6 +69,11 @@ def _image(ax: Axes, image: np.ndarray, extent_hw: Sequence[float]) -> None:
     _bare(ax)
 
 
+def _decimals(low: float, high: float) -> int:
+    """Decimals that tell ``low`` and ``high`` apart (2 to 8)."""
+    return min(8, max(2, 1 - math.floor(math.log10(max(high - low, 1e-12)))))
+
+
 def _heat(ax: Axes, values: np.ndarray, cell_hw: Sequence[float], cmap: str, label: str, zero_is_nothing: bool,
           alpha: tuple[float, float] = HEAT_ALPHA) -> None:
     """``values`` (one per token) over the image, with a colour bar of their real range.
@@ -89,9 +94,7 @@ def _heat(ax: Axes, values: np.ndarray, cell_hw: Sequence[float], cmap: str, lab
     colorbar = ax.figure.colorbar(ScalarMappable(norm, cmap), ax=ax, fraction=0.046, pad=0.02)
     colorbar.set_label(label, fontsize=7)
     colorbar.ax.tick_params(labelsize=6)
-    # the values themselves on the ticks (no offset), with as many decimals as the range needs
-    decimals = min(8, max(2, 1 - math.floor(math.log10(high - low))))
-    colorbar.ax.yaxis.set_major_formatter(FormatStrFormatter(f'%.{decimals}f'))
+    colorbar.ax.yaxis.set_major_formatter(FormatStrFormatter(f'%.{_decimals(low, high)}f'))  # no offset
 
 
 def _query_mark(ax: Axes, xy: Sequence[float], number: Optional[int] = None) -> None:
@@ -227,9 +230,9 @@ def gates_figure(runs: Sequence[tuple[Inference, Sequence[Gate]]], title: str) -
                   zero_is_nothing=False, alpha=(0.15, 0.8))
             height, width = gate.values.shape[1:]
             low, high = float(gate.channel_mean.min()), float(gate.channel_mean.max())
-            spread = 'uniform' if high - low < 1e-3 else f'{low:.2f} to {high:.2f}'
-            ax.set_title(f'{gate.layer} ({gate.kind})\nstride {gate.stride[1]}, {width}x{height} cells, {spread}',
-                         fontsize=7)
+            digits = _decimals(low, high)
+            ax.set_title(f'{gate.layer} ({gate.kind})\nstride {gate.stride[1]}, {width}x{height} cells, '
+                         f'G {low:.{digits}f} to {high:.{digits}f}', fontsize=7)
         for c in range(len(gates) + 1, cols):
             axes[r, c].set_visible(False)
     kinds = ', '.join(sorted({g.kind for _, gates in runs for g in gates}))

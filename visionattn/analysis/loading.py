@@ -2,8 +2,8 @@
 
 :func:`load_model` is the one place the pictures load weights: a timm name with an optional weights
 file (through the model's pretrained-weights path and checkpoint filter), or a config with a
-checkpoint saved by ``tools/train.py`` (mmseg's ``init_model``, mmdet's ``init_detector`` or
-mmpretrain's ``init_model``, under the same safe-loading allowlist as the Runner).
+checkpoint saved by ``tools/train.py`` (a segmentation or detection config: mmseg's ``init_model`` or
+mmdet's ``init_detector``, under the same safe-loading allowlist as the Runner).
 
 :meth:`LoadedModel.infer` runs the model once on an RGB image the way its own inference does (the
 config's test pipeline and data preprocessor for OpenMMLab models; resize and the pretrained mean/std
@@ -25,11 +25,11 @@ from ..errors import CheckpointError, ConfigError, DataError, MissingFileError, 
 
 __all__ = ['LoadedModel', 'Inference', 'load_model', 'load_image']
 
-# default_scope -> (module of the inference API, init function, inference function)
+# default_scope -> (module of the inference API, init function, inference function). Classification configs
+# (mmpretrain) are not here: their inference results do not say at which scale the network saw the image.
 _MM_APIS = {
     'mmseg': ('mmseg.apis', 'init_model', 'inference_model'),
     'mmdet': ('mmdet.apis', 'init_detector', 'inference_detector'),
-    'mmpretrain': ('mmpretrain.apis', 'init_model', 'inference_model'),
 }
 
 
@@ -39,7 +39,7 @@ class Inference:
     image: np.ndarray  # RGB uint8 at the scale the network saw it (after the test pipeline's resize)
     input_size: tuple[int, int]  # (height, width) of the network's input: the image plus any padding
     scale: tuple[float, float]  # (y, x) pixels of ``image`` per pixel of the original image
-    prediction: Any  # the model's result: an mmseg/mmdet data sample, mmpretrain's dict, or timm's logits
+    prediction: Any  # the model's result: an mmseg/mmdet data sample, or timm's logits
 
 
 @dataclass
@@ -101,15 +101,6 @@ def load_image(path: str | Path) -> np.ndarray:
         raise DataError(f'{path} is not an image PIL can read ({err})') from err
 
 
-def _network_of(model: nn.Module) -> nn.Module:
-    """The module of an OpenMMLab model that takes the image tensor."""
-    if isinstance(getattr(model, 'backbone', None), nn.Module):
-        return model.backbone
-    if isinstance(getattr(model, 'model', None), nn.Module):  # mmpretrain's TimmClassifier
-        return model.model
-    return model
-
-
 
 def load_model(source: str, checkpoint: Optional[str] = None, *, cfg_options: Optional[dict[str, Any]] = None,
                model_kwargs: Optional[dict[str, Any]] = None, size: Optional[Sequence[int]] = None,
@@ -125,7 +116,12 @@ def load_model(source: str, checkpoint: Optional[str] = None, *, cfg_options: Op
         raise MissingFileError(f'checkpoint {checkpoint} does not exist')
     title = Path(source).name + (f' + {Path(checkpoint).name}' if checkpoint else ' (untrained)')
     if source.endswith('.py'):
+        if model_kwargs or size:
+            raise ConfigError('model_kwargs and size apply to timm models; a config sets them itself '
+                              '(change them with cfg_options)')
         return _load_openmmlab(source, checkpoint, cfg_options, device, title)
+    if cfg_options:
+        raise ConfigError(f'cfg_options apply to configs, and {source!r} is a timm model name: pass model_kwargs')
     import timm
 
     import visionattn  # noqa: F401  (registers the project's models)
@@ -150,7 +146,8 @@ def _load_openmmlab(config: str, checkpoint: Optional[str], cfg_options: Optiona
     cfg = load_config(config, cfg_options)
     scope = cfg.get('default_scope')
     if scope not in _MM_APIS:
-        raise ConfigError(f"{config}: default_scope is {scope!r}; pictures are drawn for {sorted(_MM_APIS)} configs")
+        raise ConfigError(f"{config}: default_scope is {scope!r}; pictures are drawn for segmentation ('mmseg') and "
+                          "detection ('mmdet') configs, and for timm models by name (with their weights file)")
     module, init_name, _ = _MM_APIS[scope]
     init = getattr(__import__(module, fromlist=['_']), init_name)
     try:
@@ -162,5 +159,5 @@ def _load_openmmlab(config: str, checkpoint: Optional[str], cfg_options: Optiona
         raise CheckpointError(f"{checkpoint} has no 'meta' entry, which mmseg's init_model needs: use a checkpoint "
                               "saved by the mmengine Runner (tools/train.py), or add "
                               "meta=dict(dataset_meta=dict(classes=..., palette=...)) to it") from err
-    return LoadedModel(model=model.eval(), network=_network_of(model), title=title, scope=scope,
+    return LoadedModel(model=model.eval(), network=model.backbone, title=title, scope=scope,
                        dataset_meta=dict(getattr(model, 'dataset_meta', None) or {}))

@@ -5,8 +5,8 @@
     python tools/visualize.py gates MODEL [--checkpoint FILE] --image IMAGE [IMAGE ...] --out gates.png
     python tools/visualize.py predictions CONFIG CHECKPOINT IMAGE [IMAGE ...] --out predictions.png
 
-MODEL is an OpenMMLab config (``.py``, with the ``--checkpoint`` tools/train.py saved, e.g.
-``work_dirs/demo/iter_200.pth``) or a timm model name (``--checkpoint`` a weights file). The maps come
+MODEL is a segmentation or detection config (``.py``, with the ``--checkpoint`` tools/train.py saved,
+e.g. ``work_dirs/demo/iter_200.pth``) or a timm model name (``--checkpoint`` a weights file). The maps come
 from one forward pass of the model on the image, as its own inference runs it (the config's test
 pipeline), and are drawn over the image at the network's scale:
 
@@ -51,7 +51,8 @@ def _output_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('model', help='OpenMMLab config file (.py) or timm model name (after `import visionattn`)')
+    parser.add_argument('model', help='segmentation/detection config (.py), or timm model name (after '
+                                      '`import visionattn`)')
     parser.add_argument('--checkpoint', help='config: a checkpoint saved by tools/train.py; timm model: a weights file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='config: override entries (keys are checked)')
