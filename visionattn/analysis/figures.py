@@ -90,7 +90,7 @@ def _heat(ax: Axes, values: np.ndarray, cell_hw: Sequence[float], cmap: str, lab
     colours[..., 3] = alpha[0] + (alpha[1] - alpha[0]) * norm(values)
     if zero_is_nothing:
         colours[values == 0, 3] = 0
-    ax.imshow(colours, extent=extent, interpolation='nearest')
+    ax.imshow(colours, extent=extent, interpolation='nearest', zorder=1.5)  # above the hatched padding
     colorbar = ax.figure.colorbar(ScalarMappable(norm, cmap), ax=ax, fraction=0.046, pad=0.02)
     colorbar.set_label(label, fontsize=7)
     colorbar.ax.tick_params(labelsize=6)
@@ -127,20 +127,20 @@ def _routing_marks(ax: Axes, m: RoutedAttention, query: int) -> None:
     for rank, region in enumerate(m.routed[query], 1):
         top, left = divmod(region, m.grid[1])
         ax.add_patch(Rectangle((left * cell[1], top * cell[0]), cell[1], cell[0], fill=False,
-                               edgecolor=ROUTED_COLOUR, linewidth=1.6))
+                               edgecolor=ROUTED_COLOUR, linewidth=1.6, zorder=2))
         if len(m.routed[query]) <= 16:
             ax.text(left * cell[1] + 1, top * cell[0] + 1, str(rank), color='black', fontsize=6, va='top',
                     ha='left', bbox=dict(boxstyle='square,pad=0.1', facecolor=ROUTED_COLOUR, linewidth=0))
     top, left = divmod(m.query_regions[query], m.grid[1])
     ax.add_patch(Rectangle((left * cell[1], top * cell[0]), cell[1], cell[0], fill=False, edgecolor=QUERY_COLOUR,
-                           linewidth=2.0, linestyle='--'))
+                           linewidth=2.0, linestyle='--', zorder=2))
 
 
 def _window_marks(ax: Axes, m: NeighborhoodAttention, query: int) -> None:
     """An outline around every key of the query's window."""
     keys = m.keys(query).tolist()
     cells = [Rectangle((c * m.stride[1], r * m.stride[0]), m.stride[1], m.stride[0]) for r, c in keys]
-    ax.add_collection(PatchCollection(cells, facecolor='none', edgecolor=WINDOW_COLOUR, linewidth=0.6))
+    ax.add_collection(PatchCollection(cells, facecolor='none', edgecolor=WINDOW_COLOUR, linewidth=0.6, zorder=2))
 
 
 def _describe(m: QueryAttention) -> str:
