@@ -8,7 +8,7 @@
 # R-CNN demo with Triplet attention on the COCO stand-in (4 epochs). Then one picture of each kind.
 # The committed pictures' models reached, on the stand-ins' validation images: BiFormer-T 96.6% mIoU,
 # DiNAT-Mini 73.5% mIoU, Faster R-CNN + Triplet 48.2 box AP (93.0 AP50). On the shared 2-core machine,
-# loaded by other jobs, the three trainings took about 2.5 hours of wall time (each 5-10 min when quiet).
+# loaded by other jobs (load average 6-12), the three trainings took about 2.5 hours of wall time.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python}
