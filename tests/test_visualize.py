@@ -1,34 +1,45 @@
-"""tools/visualize.py: the pictures show what the models compute (checked pixel by pixel)."""
+"""visionattn.analysis pictures: the maps are what the layers compute, and the figures show them readably."""
 from __future__ import annotations
-
-import sys
 
 import numpy as np
 import pytest
-import timm
 import torch
 from PIL import Image
 from torch import nn
 
 from conftest import REPO_ROOT
-
-sys.path.insert(0, str(REPO_ROOT / 'tools'))
-import visualize  # noqa: E402
-
-from visionattn.layers import CBAM, ELA, TripletAttention  # noqa: E402
-
-
-def _blend(base: np.ndarray, colour) -> np.ndarray:
-    return np.rint((1 - visualize.BLEND) * base.astype(np.float64) + visualize.BLEND * np.asarray(colour))
+from visionattn.analysis.attention_maps import attention_gates, neighborhood_attention, routed_attention
+from visionattn.analysis.figures import gates_figure, predictions_figure, query_attention_figure
+from visionattn.analysis.loading import LoadedModel, load_model
+from visionattn.analysis.predictions import draw_prediction
+from visionattn.cli import visualize
+from visionattn.errors import ConfigError, UnknownNameError
+from visionattn.layers import CBAM, ELA, TripletAttention
 
 
 def _randomise_norms(model: nn.Module) -> None:
-    """Non-trivial BatchNorm statistics, so the gates are not constant."""
+    """Non-trivial normalisation parameters and statistics, so gates and attention are not uniform."""
     for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)) and m.weight is not None:
             nn.init.uniform_(m.weight, 0.5, 1.5)
             nn.init.normal_(m.bias)
+        if isinstance(m, nn.BatchNorm2d):
             m.running_mean.normal_()
+
+
+def _image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def _qkv_of(layer: nn.Module, run) -> torch.Tensor:
+    """The output of ``layer.qkv`` during ``run()`` (what the layer attends with)."""
+    captured = []
+    hook = layer.qkv.register_forward_hook(lambda m, a, out: captured.append(out.detach()))
+    try:
+        result = run()
+    finally:
+        hook.remove()
+    return captured[0][0], result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -40,50 +51,53 @@ def _randomise_norms(model: nn.Module) -> None:
 def test_gate_is_what_the_module_multiplies_by(attention: nn.Module) -> None:
     model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), attention).eval()
     _randomise_norms(model)
-    x = torch.randn(2, 3, 12, 10)
-    gates = visualize.attention_gates(model, x)
-    assert list(gates) == ['1']
-    gate = gates['1']
+    loaded = LoadedModel(model=model, network=model, title='test')
+    image = _image(12, 10)
+    inference, gates = attention_gates(loaded, image)
+    assert [g.layer for g in gates] == ['1'] and gates[0].kind == type(attention).__name__
+    x = (torch.tensor(image).permute(2, 0, 1)[None].float() / 255 - torch.tensor(loaded.mean).view(1, 3, 1, 1)) \
+        / torch.tensor(loaded.std).view(1, 3, 1, 1)
     with torch.no_grad():
         features = model[0](x)
         expected = attention(features)
-    assert gate.shape == features.shape
-    torch.testing.assert_close(features * gate, expected)
-    assert float(gate.std()) > 1e-3  # not a constant map
+    assert gates[0].values.shape == features.shape[1:] and gates[0].stride == (1, 1)
+    torch.testing.assert_close(features[0] * gates[0].values, expected[0])
+    assert float(gates[0].values.std()) > 1e-3  # not a constant map
+    assert inference.input_size == (12, 10)
 
 
-def test_gates_of_a_registered_model_and_their_picture(tmp_path) -> None:
-    model = timm.create_model('resnet18_cbam', num_classes=0).eval()
-    _randomise_norms(model)
-    image = np.random.default_rng(0).integers(0, 256, (64, 48, 3), dtype=np.uint8)
-    gates = visualize.deepest_per_map_size(visualize.attention_gates(model, visualize.to_tensor(model, image)))
-    assert list(gates) == ['layer1.1.se', 'layer2.1.se', 'layer3.1.se', 'layer4.1.se']
-    assert [tuple(g.shape[-2:]) for g in gates.values()] == [(16, 12), (8, 6), (4, 3), (2, 2)]
+def test_gates_of_a_registered_model_and_their_figure(tmp_path) -> None:
+    loaded = load_model('resnet18_cbam', model_kwargs=dict(num_classes=0))
+    _randomise_norms(loaded.model)
+    runs = [attention_gates(loaded, _image(64, 48, seed)) for seed in (0, 1)]
+    gates = runs[0][1]
+    assert [g.layer for g in gates] == ['layer1.1.se', 'layer2.1.se', 'layer3.1.se', 'layer4.1.se']
+    assert [tuple(g.values.shape[1:]) for g in gates] == [(16, 12), (8, 6), (4, 3), (2, 2)]
+    assert [g.stride for g in gates] == [(4, 4), (8, 8), (16, 16), (32, 32)]
 
-    path = tmp_path / 'gates.png'
-    visualize.draw_gates(image, gates).save(path)
-    sheet = np.asarray(Image.open(path).convert('RGB'))
-    assert sheet.shape[1] == 5 * 48 and sheet.shape[0] > 64
-    np.testing.assert_array_equal(sheet[:64, :48], image)
-    from matplotlib import colormaps
-    hottest, coldest = (np.asarray(colormaps['inferno'](v)[:3]) * 255 for v in (1.0, 0.0))
-    for panel, gate in enumerate(gates.values(), start=1):
-        mean = gate[0].mean(0)
-        cell_h, cell_w = 64 // mean.shape[0], 48 // mean.shape[1]
-        for index, colour in ((mean.argmax(), hottest), (mean.argmin(), coldest)):
-            row, col = divmod(int(index), mean.shape[1])
-            y, x = row * cell_h + cell_h // 2, col * cell_w + cell_w // 2
-            np.testing.assert_allclose(sheet[y, panel * 48 + x], _blend(image[y, x], colour), atol=1)
+    figure = gates_figure(runs, 'resnet18_cbam (untrained)')
+    figure.savefig(tmp_path / 'gates.png')
+    assert Image.open(tmp_path / 'gates.png').size[0] > 5 * 150
+    panels = [ax for ax in figure.axes if ax.get_title()]
+    assert len(panels) == 2 * 5  # per image: the input and four gates
+    assert [ax.get_title().split(' ')[0] for ax in panels[1:5]] == [g.layer for g in gates]
+    assert 'CBAM gates' in figure.get_suptitle()
+    colour_bars = [ax for ax in figure.axes if ax.get_ylabel() == 'gate G, mean over channels']
+    assert len(colour_bars) == 2 * 4
+    for bar, gate in zip(colour_bars[:4], gates):  # the colour bar spans the gate's own range
+        low, high = bar.get_ylim()
+        assert low == pytest.approx(float(gate.channel_mean.min()), abs=1e-5)
+        assert high == pytest.approx(float(gate.channel_mean.max()), abs=1e-5)
 
 
 def test_gates_name_the_modules_when_asked_for_a_wrong_one() -> None:
-    model = timm.create_model('resnet18_triplet', num_classes=0).eval()
-    with pytest.raises(KeyError, match='layer1.0.se'):
-        visualize.attention_gates(model, torch.zeros(1, 3, 32, 32), ['layer1.0.attn'])
+    loaded = load_model('resnet18_triplet', model_kwargs=dict(num_classes=0))
+    with pytest.raises(UnknownNameError, match='layer1.0.se'):
+        attention_gates(loaded, _image(32, 32), ['layer1.0.attn'])
 
 
 # ---------------------------------------------------------------------------------------------
-# NAT / DiNAT neighbourhood windows
+# NAT / DiNAT neighborhood attention
 # ---------------------------------------------------------------------------------------------
 def natten_window(length: int, kernel: int, dilation: int, index: int) -> list[int]:
     """Positions a query attends to on one axis (NATTEN 0.14-0.17, written from its definition)."""
@@ -94,50 +108,129 @@ def natten_window(length: int, kernel: int, dilation: int, index: int) -> list[i
 
 
 @pytest.fixture(scope='module')
-def tiny_dinat() -> nn.Module:
-    return timm.create_model('dinat_mini', embed_dim=8, depths=(2, 2, 1, 1), num_heads=(1, 1, 1, 1),
-                             kernel_size=3, dilations=((1, 4), (2, 4), (1,), (1,)), num_classes=0).eval()
+def tiny_dinat() -> LoadedModel:
+    loaded = load_model('dinat_mini', model_kwargs=dict(embed_dim=8, depths=(2, 2, 1, 1), num_heads=(2, 2, 2, 2),
+                                                        kernel_size=3, dilations=((1, 4), (2, 4), (1,), (1,)),
+                                                        num_classes=0))
+    _randomise_norms(loaded.model)
+    return loaded
 
 
-@pytest.mark.parametrize('layer, query_xy, stride, map_side, dilation', [
-    ('stages.0.blocks.0.attn', (0, 0), 4, 16, 1),        # corner: the window shifts inward
-    ('stages.0.blocks.1.attn', (37, 22), 4, 16, 4),      # dilated, interior
-    ('stages.0.blocks.1.attn', (63, 63), 4, 16, 4),      # dilated, far border
-    ('stages.1.blocks.0.attn', (30, 9), 8, 8, 2),
-    ('stages.1.blocks.1.attn', (60, 20), 8, 12, 4),      # 8x8 map padded to kernel x dilation = 12
+@pytest.mark.parametrize('layer, queries, stride, map_side, padded_side, dilation', [
+    ('stages.0.blocks.0.attn', [(0, 0), (37, 22)], 4, 16, 16, 1),  # corner: the window shifts inward
+    ('stages.0.blocks.1.attn', [(37, 22), (63, 63)], 4, 16, 16, 4),  # dilated: interior and far border
+    ('stages.1.blocks.1.attn', [(60, 20)], 8, 8, 12, 4),  # the 8x8 map padded to kernel x dilation = 12
 ])
-def test_neighbourhood_window_follows_natten(tiny_dinat, tmp_path, layer, query_xy, stride, map_side,
-                                             dilation) -> None:
-    window = visualize.neighbourhood_window(tiny_dinat, (64, 64), query_xy, layer)
-    assert (window.stride, window.map_size, window.kernel_size, window.dilation) == \
-        (stride, (map_side, map_side), 3, dilation)
-    row, col = query_xy[1] // stride, query_xy[0] // stride
-    assert window.query == (row, col)
-    expected = {(r, c) for r in natten_window(map_side, 3, dilation, row)
-                for c in natten_window(map_side, 3, dilation, col)}
-    assert set(window.keys) == expected and len(window.keys) == 9
-
-    path = tmp_path / 'window.png'
-    visualize.draw_window(window).save(path)
-    picture = np.asarray(Image.open(path).convert('RGB')).astype(np.float64)
-    cell = picture.shape[0] // map_side
-    assert picture.shape[:2] == (map_side * cell, map_side * cell) and cell >= 12
-    grey = np.full(3, 128)
-    for r in range(map_side):
-        for c in range(map_side):
-            centre = picture[r * cell + cell // 2, c * cell + cell // 2]
-            colour = visualize.QUERY_COLOUR if (r, c) == (row, col) else \
-                visualize.WINDOW_COLOUR if (r, c) in expected else None
-            np.testing.assert_allclose(centre, grey if colour is None else _blend(grey, colour), atol=1)
+def test_neighborhood_attention_is_natten_attention(tiny_dinat, layer, queries, stride, map_side, padded_side,
+                                                    dilation) -> None:
+    attn = dict(tiny_dinat.network.named_modules())[layer]
+    image = _image(64, 64)
+    qkv, (inference, maps) = _qkv_of(attn, lambda: neighborhood_attention(tiny_dinat, image, queries, [layer]))
+    m, = maps
+    assert (m.stride, m.map_size, m.padded_size, m.kernel_size, m.dilation, m.heads) == \
+        ((stride, stride), (map_side, map_side), (padded_side, padded_side), 3, dilation, 2)
+    q, k, _ = qkv.view(padded_side, padded_side, 3, 2, -1).unbind(2)
+    for i, (x, y) in enumerate(queries):
+        row, col = y // stride, x // stride
+        assert m.queries[i] == (row, col)
+        rows, cols = natten_window(padded_side, 3, dilation, row), natten_window(padded_side, 3, dilation, col)
+        assert {tuple(key) for key in m.keys(i).tolist()} == {(r, c) for r in rows for c in cols}
+        for head in range(2):  # softmax(scale q.k + rpb) over the window, written from the definition
+            logits = torch.stack([attn.scale * q[row, col, head] @ k[r, c, head]
+                                  + attn.rpb[head, (r - row) // dilation + 2, (c - col) // dilation + 2]
+                                  for r in rows for c in cols])
+            expected = torch.zeros(padded_side, padded_side)
+            expected[torch.tensor(rows).repeat_interleave(3), torch.tensor(cols).repeat(3)] = logits.softmax(0)
+            torch.testing.assert_close(m.weights[i, head], expected, atol=1e-5, rtol=1e-4)
 
 
-def test_neighbourhood_window_rejects_a_query_outside_the_image(tiny_dinat) -> None:
-    with pytest.raises(ValueError, match='outside the 64x64 image'):
-        visualize.neighbourhood_window(tiny_dinat, (64, 64), (64, 3))
+def test_neighborhood_defaults_and_a_query_outside_the_image(tiny_dinat) -> None:
+    _, maps = neighborhood_attention(tiny_dinat, _image(64, 64), [(10, 10)])
+    assert [(m.layer, m.dilation) for m in maps] == [  # the first layer of every stage and dilation
+        ('stages.0.blocks.0.attn', 1), ('stages.0.blocks.1.attn', 4), ('stages.1.blocks.0.attn', 2),
+        ('stages.1.blocks.1.attn', 4), ('stages.2.blocks.0.attn', 1), ('stages.3.blocks.0.attn', 1)]
+    with pytest.raises(ConfigError, match='outside the 64x64 image'):
+        neighborhood_attention(tiny_dinat, _image(64, 64), [(64, 3)])
+
+
+def test_neighborhood_figure_per_head_marks_the_window_and_the_padding(tiny_dinat, tmp_path) -> None:
+    inference, maps = neighborhood_attention(tiny_dinat, _image(64, 64), [(60, 20), (5, 5)],
+                                             ['stages.1.blocks.1.attn'])
+    figure = query_attention_figure(inference, maps, 'tiny DiNAT', per_head=True)
+    figure.savefig(tmp_path / 'nat.png')
+    panels = [ax for ax in figure.axes if ax.get_title()]
+    assert len(panels) == 2 * 2  # rows: the layer x two queries; columns: two heads
+    assert 'head 2 of 2' in panels[1].get_title() and 'dilation 4' in panels[0].get_title()
+    assert {t.get_text() for t in figure.legends[0].get_texts()} == {
+        'query pixel (numbered)', 'keys of the window', "the layer's zero padding"}
+    heat = panels[0].get_images()[1].get_array()  # RGBA: transparent exactly where the query does not attend
+    assert heat.shape[:2] == (12, 12)
+    np.testing.assert_array_equal(heat[..., 3] > 0, maps[0].weights[0, 0].numpy() > 0)
 
 
 # ---------------------------------------------------------------------------------------------
-# Predictions of OpenMMLab models (random weights: the picture must show exactly what was predicted)
+# BiFormer routing
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def tiny_biformer() -> LoadedModel:
+    loaded = load_model('biformer_tiny', model_kwargs=dict(depths=(1, 1, 1, 1), embed_dims=(16, 32, 64, 128),
+                                                           head_dim=16, n_win=4, topks=(2, 3, 4, -2), num_classes=0))
+    _randomise_norms(loaded.model)
+    return loaded
+
+
+def _region_means(x: torch.Tensor, n_win: int) -> torch.Tensor:
+    height, width = x.shape[:2]
+    return x.reshape(n_win, height // n_win, n_win, width // n_win, -1).mean((1, 3)).reshape(n_win * n_win, -1)
+
+
+@pytest.mark.parametrize('side, layer, queries', [(64, 'stages.0.blocks.0.attn', [(5, 60), (40, 3)]),
+                                                  (72, 'stages.1.blocks.0.attn', [(50, 10)])])
+def test_routed_attention_is_the_layers_routing_and_attention(tiny_biformer, side, layer, queries) -> None:
+    attn = dict(tiny_biformer.network.named_modules())[layer]
+    image = _image(side, side)
+    qkv, (inference, maps) = _qkv_of(attn, lambda: routed_attention(tiny_biformer, image, queries, [layer]))
+    m, = maps
+    stride = 4 if layer.startswith('stages.0') else 8
+    padded = -(-side // stride // 4) * 4  # the map, padded to a multiple of n_win = 4
+    assert (m.stride, m.padded_size, m.grid, m.topk) == ((stride, stride), (padded, padded), (4, 4), attn.topk)
+    q, k = qkv[..., :attn.qk_dim], qkv[..., attn.qk_dim:2 * attn.qk_dim]
+    affinity = (_region_means(q, 4) * attn.scale) @ _region_means(k, 4).T  # BiFormer's routing, by definition
+    region = padded // 4
+    for i, (x, y) in enumerate(queries):
+        row, col = y // stride, x // stride
+        assert m.queries[i] == (row, col) and m.query_regions[i] == (row // region) * 4 + col // region
+        routed = affinity[m.query_regions[i]].topk(attn.topk).indices.tolist()
+        assert list(m.routed[i]) == routed
+        keys = [(r // 4 * region + a, r % 4 * region + b) for r in routed for a in range(region) for b in range(region)]
+        for head in range(attn.num_heads):
+            heads = slice(head * 16, (head + 1) * 16)
+            logits = torch.stack([attn.scale * q[row, col, heads] @ k[kr, kc, heads] for kr, kc in keys])
+            expected = torch.zeros(padded, padded)
+            expected[[kr for kr, _ in keys], [kc for _, kc in keys]] = logits.softmax(0)
+            torch.testing.assert_close(m.weights[i, head], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_routing_figure_shows_the_routed_regions(tiny_biformer, tmp_path) -> None:
+    inference, maps = routed_attention(tiny_biformer, _image(64, 64), [(5, 60), (40, 3)])
+    assert [m.layer for m in maps] == ['stages.0.blocks.0.attn', 'stages.1.blocks.0.attn', 'stages.2.blocks.0.attn']
+    figure = query_attention_figure(inference, maps, 'tiny BiFormer')
+    figure.savefig(tmp_path / 'routing.png')
+    panels = [ax for ax in figure.axes if ax.get_title()]
+    assert len(panels) == 3 * 2
+    assert 'stages.1.blocks.0.attn' in panels[2].get_title() and 'query 2 at (40, 3)' in panels[3].get_title()
+    assert 'top-k routed regions' in figure.get_suptitle()
+    labels = {t.get_text() for t in figure.legends[0].get_texts()}
+    assert labels == {'query pixel (numbered)', "query's region", 'routed region (number = rank)'}  # no padding here
+    m = maps[1]
+    rank_labels = [t.get_text() for t in panels[3].texts]
+    assert rank_labels[:m.topk] == [str(r) for r in range(1, m.topk + 1)]
+    heat = panels[3].get_images()[1].get_array()
+    np.testing.assert_array_equal(heat[..., 3] > 0, m.weights[1].mean(0).numpy() > 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Predictions of OpenMMLab models, and the program on a trained checkpoint
 # ---------------------------------------------------------------------------------------------
 def _checkpoint(config: str, scope: str, path, cfg_options: dict, dataset_meta: dict) -> str:
     """A checkpoint as tools/train.py's Runner saves it: weights, meta and the message hub's log buffers."""
@@ -150,6 +243,7 @@ def _checkpoint(config: str, scope: str, path, cfg_options: dict, dataset_meta: 
     registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
     model = registry.build(cfg.model)
     model.init_weights()
+    _randomise_norms(model)
     hub = MessageHub.get_instance(f'visualize-test-{path.name}')
     hub.update_scalar('train/loss', np.float64(0.5))
     torch.save({'state_dict': model.state_dict(), 'meta': {'dataset_meta': dataset_meta},
@@ -158,7 +252,7 @@ def _checkpoint(config: str, scope: str, path, cfg_options: dict, dataset_meta: 
 
 
 @pytest.fixture
-def grey_image(tmp_path) -> tuple[str, np.ndarray]:
+def scene(tmp_path) -> tuple[str, np.ndarray]:
     image = np.full((72, 96, 3), 128, np.uint8)
     image[20:50, 30:70] = (40, 90, 200)
     path = tmp_path / 'image.png'
@@ -167,41 +261,50 @@ def grey_image(tmp_path) -> tuple[str, np.ndarray]:
 
 
 @pytest.mark.slow
-def test_segmentation_prediction_picture(tmp_path, grey_image) -> None:
-    config = str(REPO_ROOT / 'configs/demo/upernet_resnet18_ade20k_demo.py')
-    options = {'model.backbone.model_name': 'resnet10t'}
+def test_segmentation_prediction_and_the_programs_on_a_trained_checkpoint(tmp_path, scene, capsys) -> None:
+    config = str(REPO_ROOT / 'configs/demo/biformer_tiny_ade20k_demo.py')
     palette = [[(7 * i) % 256, (91 * i) % 256, (173 * i) % 256] for i in range(150)]
-    checkpoint = _checkpoint(config, 'mmseg', tmp_path / 'seg.pth', options,
+    checkpoint = _checkpoint(config, 'mmseg', tmp_path / 'seg.pth', {},
                              dict(classes=[f'class{i}' for i in range(150)], palette=palette))
-    out = tmp_path / 'seg.png'
-    result = visualize.draw_predictions(config, checkpoint, grey_image[0], str(out), opacity=1.0, with_labels=False,
-                                        cfg_options=options)
-    prediction = result.pred_sem_seg.data[0].numpy()
-    picture = np.asarray(Image.open(out).convert('RGB'))
-    assert prediction.shape == picture.shape[:2] == grey_image[1].shape[:2]
-    np.testing.assert_array_equal(picture, np.asarray(palette)[prediction])
+    loaded = load_model(config, checkpoint)
+    prediction = draw_prediction(loaded, scene[1], opacity=1.0)
+    classes = prediction.sample.pred_sem_seg.data[0].numpy()
+    assert classes.shape == scene[1].shape[:2]
+    np.testing.assert_array_equal(prediction.drawn, np.asarray(palette)[classes])
+    assert prediction.legend == [(f'class{i}', tuple(palette[i])) for i in np.unique(classes)]
+
+    figure = predictions_figure([('image.png', scene[1], prediction.drawn)], prediction.legend, 'demo', 'Segmentation.')
+    assert [t.get_text() for t in figure.legends[0].get_texts()] == [name for name, _ in prediction.legend]
+
+    # the programs: routing of the checkpoint's backbone (the test pipeline resizes 96x72 to 128x96)
+    out = tmp_path / 'routing.png'
+    visualize.main(['routing', config, '--checkpoint', checkpoint, '--image', scene[0], '--query', '48', '36',
+                    '--out', str(out)])
+    printed = capsys.readouterr().out
+    assert 'model.stages.0.blocks.0.attn: 4x4 regions, top-1: query 1' in printed and out.is_file()
+    visualize.main(['predictions', config, checkpoint, scene[0], '--out', str(tmp_path / 'seg.png')])
+    assert (tmp_path / 'seg.png').is_file()
 
 
 @pytest.mark.slow
-def test_detection_prediction_picture(tmp_path, grey_image) -> None:
+def test_detection_prediction_picture(tmp_path, scene) -> None:
     config = str(REPO_ROOT / 'configs/demo/mask_rcnn_resnet18_coco_demo.py')
     options = {'model.backbone.model_name': 'resnet10t', 'model.test_cfg.rpn.nms_pre': 200,
                'model.test_cfg.rpn.max_per_img': 50, 'model.test_cfg.rcnn.score_thr': 0.0,
                'model.test_cfg.rcnn.max_per_img': 5}
     checkpoint = _checkpoint(config, 'mmdet', tmp_path / 'det.pth', options,
                              dict(classes=[f'class{i}' for i in range(80)]))
-    path, image = grey_image
-    everything = visualize.draw_predictions(config, checkpoint, path, str(tmp_path / 'all.png'), score_thr=-1,
-                                            cfg_options=options)
-    scores = everything.pred_instances.scores.sort(descending=True).values
+    loaded = load_model(config, checkpoint, cfg_options=options)
+    image = scene[1]
+    everything = draw_prediction(loaded, image, score_thr=-1)
+    scores = everything.sample.pred_instances.scores.sort(descending=True).values
     assert len(scores) >= 2 and scores[0] > scores[1]
-    out = tmp_path / 'top.png'
-    result = visualize.draw_predictions(config, checkpoint, path, str(out), score_thr=float(scores[1]),
-                                        cfg_options=options)  # draws only the best-scoring instance
-    top = int(result.pred_instances.scores.argmax())
-    x1, y1, x2, y2 = (int(round(float(v))) for v in result.pred_instances.bboxes[top])
-    picture = np.asarray(Image.open(out).convert('RGB'))
-    changed = np.abs(picture.astype(int) - image.astype(int)).sum(-1) > 30
+    best = draw_prediction(loaded, image, score_thr=float(scores[1]) + 1e-6)  # only the best-scoring instance
+    instances = best.sample.pred_instances
+    top = int(instances.scores.argmax())
+    assert [name for name, _ in best.legend] == [f'class{int(instances.labels[top])}']
+    x1, y1, x2, y2 = (int(round(float(v))) for v in instances.bboxes[top])
+    changed = np.abs(best.drawn.astype(int) - image.astype(int)).sum(-1) > 30
     height, width = changed.shape
     left_edge = changed[max(y1 + 4, 0):min(y2 - 3, height), min(max(x1, 0), width - 1)]
     assert left_edge.size and left_edge.mean() > 0.8
@@ -211,63 +314,20 @@ def test_detection_prediction_picture(tmp_path, grey_image) -> None:
     assert changed[outside].mean() < 0.02
 
 
-# ---------------------------------------------------------------------------------------------
-# BiFormer routed regions
-# ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope='module')
-def tiny_biformer() -> nn.Module:
-    model = timm.create_model('biformer_tiny', depths=(1, 1, 1, 1), embed_dims=(16, 32, 64, 128), head_dim=16,
-                              n_win=4, topks=(2, 3, 4, -2), num_classes=0).eval()
-    _randomise_norms(model)
-    return model
+def test_the_old_subcommand_spelling_still_works(tmp_path, capsys) -> None:
+    out = tmp_path / 'window.png'
+    visualize.main(['neighbourhood', 'nat_mini', '--model-kwargs',
+                    '{"embed_dim": 8, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1], "kernel_size": 3, '
+                    '"num_classes": 0}', '--size', '32', '32', '--layer', 'stages.0.blocks.0.attn', '--query', '5', '5',
+                    '--out', str(out)])
+    captured = capsys.readouterr()
+    assert "'visualize.py neighbourhood' is deprecated, use 'visualize.py neighborhood'" in captured.err
+    assert '--layer is deprecated' in captured.err
+    assert 'stages.0.blocks.0.attn: kernel 3, dilation 1, 8x8 tokens' in captured.out and out.is_file()
 
 
-def routing_affinity(layer: nn.Module, qkv: torch.Tensor, n_win: int) -> torch.Tensor:
-    """BiFormer's region affinity from its definition: region means of q and k, scaled dot products."""
-    q, k = qkv[0, ..., :layer.qk_dim], qkv[0, ..., layer.qk_dim:2 * layer.qk_dim]
-    height, width = q.shape[:2]
-
-    def region_means(x: torch.Tensor) -> torch.Tensor:
-        x = x.reshape(n_win, height // n_win, n_win, width // n_win, -1)
-        return x.mean((1, 3)).reshape(n_win * n_win, -1)
-
-    return (region_means(q) * layer.scale) @ region_means(k).T
-
-
-@pytest.mark.parametrize('side, layer, query_xy', [(64, 'stages.0.blocks.0.attn', (5, 60)),
-                                                   (72, 'stages.1.blocks.0.attn', (50, 10))])
-def test_routed_regions_are_the_layers_routing(tiny_biformer, tmp_path, side, layer, query_xy) -> None:
-    image = np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8)
-    attn = dict(tiny_biformer.named_modules())[layer]
-    captured = {}
-    hook = attn.qkv.register_forward_hook(lambda m, a, out: captured.setdefault('qkv', out.detach()))
-    try:
-        routing = visualize.routed_regions(tiny_biformer, image, query_xy, layer)
-    finally:
-        hook.remove()
-    stride = 4 if layer.startswith('stages.0') else 8
-    padded = -(-side // stride // 4) * 4  # the map, padded to a multiple of n_win = 4
-    assert (routing.stride, routing.map_size, routing.grid) == (stride, (padded, padded), (4, 4))
-    assert captured['qkv'].shape[1:3] == (padded, padded)
-    row, col = query_xy[1] // stride, query_xy[0] // stride
-    region = padded // 4
-    assert routing.query == (row, col) and routing.query_region == (row // region) * 4 + col // region
-    affinity = routing_affinity(attn, captured['qkv'], 4)
-    expected = affinity[routing.query_region].topk(attn.topk).indices.tolist()
-    assert routing.regions == expected and len(expected) == attn.topk
-
-    path = tmp_path / 'routing.png'
-    visualize.draw_routing(routing, image).save(path)
-    picture = np.asarray(Image.open(path).convert('RGB')).astype(np.float64)
-    cell = picture.shape[0] // 4
-    zoom = cell // (region * stride)
-    assert picture.shape[:2] == (4 * cell, 4 * cell) and cell >= 48
-    zoomed = np.zeros((4 * cell, 4 * cell, 3))
-    zoomed[:side * zoom, :side * zoom] = image.repeat(zoom, 0).repeat(zoom, 1)
-    for r in range(16):
-        if r == routing.query_region:
-            continue
-        y, x = (r // 4) * cell + 3 * cell // 4, (r % 4) * cell + 3 * cell // 4  # away from rank text and lines
-        base = zoomed[y, x]
-        np.testing.assert_allclose(picture[y, x], _blend(base, visualize.ROUTED_COLOUR) if r in expected else base,
-                                   atol=1)
+def test_an_unknown_model_is_one_line_and_exit_status_2(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        visualize.main(['routing', 'biformer_tinny', '--out', str(tmp_path / 'x.png')])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith("error: 'biformer_tinny' is neither a config file")

@@ -10,8 +10,6 @@ kernel 7: peak <= 0.25x of naive). Every implementation's forward is first check
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -19,10 +17,11 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from visionattn.ops import na2d
-from visionattn.ops.dispatch import triton_interpreted
+from ...ops import na2d
+from ...ops.dispatch import triton_interpreted
 
-from kernel_suites.common import Row, attention_tflops, peak_mib, time_ms
+from ..profiling import peak_mib, time_ms
+from .common import Row, attention_tflops
 
 
 @dataclass(frozen=True)
@@ -143,15 +142,6 @@ def dense_sdpa(q: Tensor, k: Tensor, v: Tensor, rpb: Optional[Tensor], scale: fl
 # Measurement
 # ----------------------------------------------------------------------------------------------------
 
-_LIBC = ctypes.CDLL(ctypes.util.find_library('c')) if ctypes.util.find_library('c') else None
-
-
-def _release_heap(device: torch.device) -> None:
-    """Give freed CPU heap memory back to the OS, so that the next VmHWM peak counts all of a run."""
-    if device.type == 'cpu' and _LIBC is not None and hasattr(_LIBC, 'malloc_trim'):
-        _LIBC.malloc_trim(0)
-
-
 def _inputs(problem: Problem, device: torch.device, dtype: torch.dtype):
     torch.manual_seed(0)  # the same inputs for every implementation (checked against one reference)
     shape = (problem.batch, problem.size, problem.size, problem.heads, problem.head_dim)
@@ -192,7 +182,6 @@ def _measure(impl: Callable, problem: Problem, device: torch.device, dtype: torc
                 out.backward(grad if out.shape == grad.shape else torch.ones_like(out))
         warmup, repeat = (1, 2) if device.type == 'cpu' or quick else (3, 10)
         ms = time_ms(step, device, warmup=warmup, repeat=repeat)
-        _release_heap(device)
         peak = peak_mib(step, device)
         return ms, peak, note
     except (torch.cuda.OutOfMemoryError, MemoryError) as error:

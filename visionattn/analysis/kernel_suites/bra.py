@@ -7,13 +7,13 @@ its COCO setting (n_win 16, auto_pad: see :func:`stack_problem`).
 
 Implementations (all take the same channels-last q, k, v and the same routing):
 - ``triton``: ``bra_attention(backend='triton')`` (CUDA only here); ``torch``: the PyTorch path;
-- ``gather``: ``bra_attention_reference``, upstream's topk-times gather of K and V;
+- ``gather``: ``bra_attention(backend='reference')``, upstream's topk-times gather of K and V;
 - ``flex``: compiled FlexAttention over the region-major token sequence, with a BlockMask built from
   the routing every call (block level from region pairs, exact token mask in ``mask_mod``);
 - ``sdpa``: dense ``scaled_dot_product_attention`` over all tokens (not the same result: the ceiling).
 On CPU the table compares the PyTorch path with the gather only: the Triton kernels would run
 interpreted, FlexAttention has no CPU backward, and dense SDPA is not the routed computation. There, peak
-memory is the tensor bytes alive at the peak (:func:`common.peak_mib`), the same quantity CUDA's
+memory is the tensor bytes alive at the peak (:func:`visionattn.analysis.profiling.peak_mib`), the same quantity CUDA's
 allocator reports on GPUs.
 """
 from __future__ import annotations
@@ -25,9 +25,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from visionattn.ops import bra_attention, bra_attention_reference, bra_routing
+from ...ops import bra_attention, bra_routing
 
-from .common import Row, attention_tflops, peak_mib, time_ms
+from ..profiling import peak_mib, time_ms
+from .common import Row, attention_tflops
 
 HEAD_DIM = 32
 CPU_BATCH = 16  # BiFormer stages on the 2-core CPU machines (GPU: 128, as published)
@@ -79,8 +80,7 @@ def _ours(backend: str) -> Callable:
     return run
 
 
-def _gather(q, k, v, index, p: Problem):
-    return bra_attention_reference(q, k, v, index, p.grid, scale=p.scale)
+_gather = _ours('reference')  # upstream's gather formulation: the operator's reference backend
 
 
 def _region_major(x: torch.Tensor, grid: int) -> torch.Tensor:
