@@ -57,3 +57,18 @@ def no_network(monkeypatch) -> list:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _no_logger_outlives_its_test():
+    """mmengine's loggers are process-wide and keep the stream they were made with; pytest replaces
+    stdout/stderr per test, so a logger from an earlier test would write into a closed capture."""
+    yield
+    import sys
+    if 'mmengine.logging' in sys.modules:
+        from mmengine.logging import MMLogger
+        for logger in MMLogger._instance_dict.values():
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+                handler.close()
+        MMLogger._instance_dict.clear()

@@ -142,6 +142,10 @@ def load_model(source: str, checkpoint: Optional[str] = None, *, cfg_options: Op
                        std=cfg.get('std', LoadedModel.std), size=tuple(size) if size else None)
 
 
+def _loads_annotations(transform: dict) -> bool:
+    return str(transform.get('type', '')).split('.')[-1] in ('LoadAnnotations', 'LoadSegAnnotations')
+
+
 def _load_openmmlab(config: str, checkpoint: Optional[str], cfg_options: Optional[dict[str, Any]], device: str,
                     title: str, strict: bool) -> LoadedModel:
     from ..checkpoint import describe_checkpoint, load_state_dict_checked, read_checkpoint, state_dict_from
@@ -155,6 +159,9 @@ def _load_openmmlab(config: str, checkpoint: Optional[str], cfg_options: Optiona
                           "detection ('mmdet') configs, and for timm models by name (with their weights file)")
     module, init_name, _ = _MM_APIS[scope]
     init = getattr(__import__(module, fromlist=['_']), init_name)
+    # Pictures are drawn for images without annotations: mmseg's inference drops only a transform named exactly
+    # 'LoadAnnotations', so the project's annotation loaders are dropped here.
+    cfg.test_pipeline = [t for t in cfg.get('test_pipeline', []) if not _loads_annotations(t)]
     model = init(cfg, None, device=device)
     if checkpoint is not None:
         saved = read_checkpoint(checkpoint)
