@@ -116,26 +116,24 @@ def test_official_download_is_cached_per_variant_and_unwrapped(tmp_path, monkeyp
     fx = load_upstream_fixture('biformer_small_dims')
     requested = []
 
-    def download(url_and_name, check_hash):
-        requested.append(url_and_name)
-        path = tmp_path / url_and_name[1]
-        torch.save({'model': fx['state_dict'], 'model_ema': {}}, path)  # 'model' is what upstream loads
-        return str(path)
+    def download(url, map_location, check_hash, file_name, weights_only):
+        requested.append((url, file_name, weights_only))
+        return {'model': fx['state_dict'], 'model_ema': {}}  # 'model' is what upstream loads
 
-    monkeypatch.setattr(biformer_module, 'download_cached_file', download)
+    monkeypatch.setattr(biformer_module, 'load_state_dict_from_url', download)
     model = timm.create_model('biformer_tiny', pretrained=True, pretrained_cfg_overlay=dict(num_classes=10),
                               **fixture_timm_kwargs(fx)).eval()
     url = timm.get_pretrained_cfg('biformer_tiny').url
-    assert requested == [(url, 'biformer_tiny_in1k.pth')]  # not the URL's last part ('content'), shared by all
+    assert requested == [(url, 'biformer_tiny_in1k.pth', True)]  # not the URL's last part ('content'), shared by all
     with torch.no_grad():
         assert rel_err(model(fx['input']), fx['logits']) < 1e-4
 
 
 def test_failed_official_download_says_where_to_get_the_file(monkeypatch):
-    def offline(url_and_name, check_hash):
+    def offline(url, **kwargs):
         raise urllib.error.URLError('network unreachable')
 
-    monkeypatch.setattr(biformer_module, 'download_cached_file', offline)
+    monkeypatch.setattr(biformer_module, 'load_state_dict_from_url', offline)
     with pytest.raises(RuntimeError, match=r'(?s)biformer_small_in1k\.pth.*1drv\.ms.*pretrained_cfg_overlay'):
         timm.create_model('biformer_small', pretrained=True)
 

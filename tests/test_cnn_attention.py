@@ -18,7 +18,7 @@ from torch import nn
 import visionattn
 from visionattn.layers import CBAM, ELA, TimmELA, TripletAttention, create_cnn_attention
 from visionattn.layers.cnn_attention import CNN_ATTENTION_LAYERS, ELA_SIZES
-from visionattn.models.attention_cnn import checkpoint_filter_fn
+from visionattn.models.cnn_attention import checkpoint_filter_fn
 
 
 # --------------------------------------------------------------------------------------------

@@ -161,22 +161,22 @@ def test_official_dense_prediction_checkpoints_load_with_their_output_norms(tmp_
         # timm features_only (what visionattn.TimmBackbone builds), loading the whole mmdet file
         path = tmp_path / 'mask_rcnn_nat.pth'
         torch.save(checkpoint, path)
-        features = timm.create_model('nat_mini', features_only=True, stage_norms=True, pretrained=True,
+        features = timm.create_model('nat_mini', features_only=True, feature_norms=True, pretrained=True,
                                      pretrained_cfg_overlay=dict(file=str(path)), **our_kwargs(fx)).eval()
         for ours, ref in zip(features(x), expected):
             torch.testing.assert_close(ours, ref)
 
-    with pytest.raises(ValueError, match='stage_norms=True'):
+    with pytest.raises(ValueError, match='feature_norms=True'):
         timm.create_model('nat_mini', features_only=True, pretrained=True,
                           pretrained_cfg_overlay=dict(file=str(path)), **our_kwargs(fx))
 
 
-def test_imagenet_weights_in_a_model_with_stage_norms_start_them_at_identity():
+def test_imagenet_weights_in_a_model_with_feature_norms_start_them_at_identity():
     model, fx = fixture_model('nat_small_dims')
-    with_norms = NAT(stage_norms=True, **our_kwargs(fx))
+    with_norms = NAT(feature_norms=True, **our_kwargs(fx))
     result = with_norms.load_state_dict(checkpoint_filter_fn(fx['state_dict'], with_norms))
     assert not result.missing_keys and not result.unexpected_keys
-    assert all(torch.equal(n.weight, torch.ones_like(n.weight)) for n in with_norms.stage_norms)
+    assert all(torch.equal(n.weight, torch.ones_like(n.weight)) for n in with_norms.feature_norms)
 
 
 def test_in_chans_adapts_the_pretrained_first_conv(tmp_path):
@@ -267,7 +267,7 @@ def test_configs_carry_the_upstream_recipes(name):
         return
     check_neck_channels(cfg)
     backbone = cfg.model.backbone
-    assert backbone.model_kwargs.stage_norms and backbone.pretrained is True
+    assert backbone.model_kwargs.feature_norms and backbone.pretrained is True
     if 'mask_rcnn' in name:
         assert (optimizer.lr, optimizer.weight_decay, backbone.drop_path_rate) == (1e-4, 0.05, 0.2)
         assert cfg.train_cfg.max_epochs == 36 and cfg.param_scheduler[1].milestones == [27, 33]
@@ -296,7 +296,7 @@ def test_dinat_segmentation_config_trains_on_the_demo_data(tmp_path):
         cfg[key] = demo[key]
     cfg.model.data_preprocessor = demo.model.data_preprocessor
     cfg.model.backbone.update(model_name='dinat_mini', pretrained=str(weights),
-                              model_kwargs=dict(stage_norms=True, **our_kwargs(fx)))
+                              model_kwargs=dict(feature_norms=True, **our_kwargs(fx)))
     cfg.model.decode_head.update(in_channels=[32, 64, 128, 256], channels=16, norm_cfg=dict(type='BN'))
     cfg.model.auxiliary_head.update(in_channels=128, channels=16, norm_cfg=dict(type='BN'))
     cfg.train_cfg.update(max_iters=2, val_interval=2)

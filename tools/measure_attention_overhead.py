@@ -13,7 +13,7 @@ each module of :mod:`visionattn.layers.cnn_attention` in every block (plus timm'
   disturbed run, the better estimate when other processes share the machine).
 
     python tools/measure_attention_overhead.py --threads 2 --rounds 15 --out benchmarks/attention_overhead_cpu.md \\
-        --update-reported model_cards/reported/attention_cnn.json
+        --update-reported model_cards/reported/cnn_attention.json
 """
 from __future__ import annotations
 

@@ -170,7 +170,7 @@ _NO_CLINICAL = ('- No model of this project has been validated for clinical use,
                 'population and scanner.')
 
 FAMILIES: dict[str, Family] = {
-    'attention_cnn': Family(
+    'cnn_attention': Family(
         title='Attention-augmented CNNs (CBAM, ELA, Triplet)',
         paper='see the registry metadata of each model',
         summary=(

@@ -3,12 +3,15 @@
 Why our own: the NAT/DiNAT checkpoints were trained with NATTEN 0.14-0.17, whose module (relative
 positional bias, zero-padding of small inputs) current NATTEN no longer ships. Parameter names and
 shapes are NATTEN 0.14's (``qkv``, ``rpb``, ``proj``), so the official state dicts load unchanged.
-"""
-from __future__ import annotations
 
+For timm's FX feature extraction the module is a leaf (``register_notrace_module``: the op's argument
+checks depend on shapes), and under TorchScript the op is called as Python (``torch.jit.ignore``), so
+scripted models run it.
+"""
 from typing import Optional
 
 import torch
+from timm.layers import register_notrace_module
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -17,6 +20,7 @@ from ..ops import na2d
 __all__ = ['NeighborhoodAttention2D']
 
 
+@register_notrace_module
 class NeighborhoodAttention2D(nn.Module):
     """Multi-head 2-D neighbourhood attention over a ``(B, H, W, C)`` map, as in NATTEN 0.14.
 
@@ -27,8 +31,10 @@ class NeighborhoodAttention2D(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, kernel_size: int, dilation: Optional[int] = 1, bias: bool = True,
                  qkv_bias: bool = True, qk_scale: Optional[float] = None, attn_drop: float = 0.,
-                 proj_drop: float = 0.) -> None:
+                 proj_drop: float = 0., device: Optional[torch.device] = None,
+                 dtype: Optional[torch.dtype] = None) -> None:
         super().__init__()
+        dd = dict(device=device, dtype=dtype)
         if dim % num_heads:
             raise ValueError(f'NeighborhoodAttention2D: dim ({dim}) must be divisible by num_heads ({num_heads})')
         if kernel_size < 3 or kernel_size % 2 == 0:
@@ -46,19 +52,19 @@ class NeighborhoodAttention2D(nn.Module):
         self.kernel_size = kernel_size
         self.dilation = dilation
         self.window_size = kernel_size * dilation
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias, **dd)
         if bias:
-            self.rpb = nn.Parameter(torch.zeros(num_heads, 2 * kernel_size - 1, 2 * kernel_size - 1))
+            self.rpb = nn.Parameter(torch.zeros(num_heads, 2 * kernel_size - 1, 2 * kernel_size - 1, **dd))
             nn.init.trunc_normal_(self.rpb, std=.02, mean=0., a=-2., b=2.)
         else:
             self.register_parameter('rpb', None)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim, **dd)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4:
             raise ValueError(f'NeighborhoodAttention2D expects (batch, height, width, channels), got shape '
-                             f'{tuple(x.shape)}')
+                             f'{list(x.shape)}')
         batch, height, width, channels = x.shape
         pad_right, pad_bottom = max(0, self.window_size - width), max(0, self.window_size - height)
         if pad_right or pad_bottom:
@@ -66,11 +72,15 @@ class NeighborhoodAttention2D(nn.Module):
         padded_h, padded_w = height + pad_bottom, width + pad_right
         qkv = self.qkv(x).view(batch, padded_h, padded_w, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.unbind(3)
-        x = na2d(q, k, v, self.kernel_size, self.dilation, rpb=self.rpb, scale=self.scale)
+        x = self._attend(q, k, v)
         x = x.reshape(batch, padded_h, padded_w, channels)
         if pad_right or pad_bottom:
             x = x[:, :height, :width]
         return self.proj_drop(self.proj(x))
+
+    @torch.jit.ignore
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        return na2d(q, k, v, self.kernel_size, self.dilation, rpb=self.rpb, scale=self.scale)
 
     def extra_repr(self) -> str:
         return (f'head_dim={self.head_dim}, num_heads={self.num_heads}, kernel_size={self.kernel_size}, '
