@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import tarfile
@@ -117,6 +118,7 @@ class SuiteRun:
 
     outcomes: list[dict[str, Any]]
     seconds: float
+    cpu_seconds: float
     returncode: int
     summary: str
 
@@ -144,15 +146,22 @@ def run_timm_suite(test_file: Path, models: Sequence[str] = (), fast: bool = Fal
         env = {k: v for k, v in os.environ.items() if k not in ('GITHUB_ACTIONS', 'TORCH_DEVICE', 'TORCH_BACKEND')}
         if threads:
             env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), _children_cpu_seconds()
         process = subprocess.run(command, env=env, capture_output=True, text=True)
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, _children_cpu_seconds() - cpu_start
         if not report.is_file():
             raise RuntimeError(f'timm test suite did not run (exit {process.returncode}):\n'
                                f'{process.stdout[-3000:]}\n{process.stderr[-3000:]}')
         outcomes = json.loads(report.read_text())
-    return SuiteRun(outcomes=outcomes, seconds=round(seconds, 1), returncode=process.returncode,
+    return SuiteRun(outcomes=outcomes, seconds=round(seconds, 1), cpu_seconds=round(cpu_seconds, 1),
+                    returncode=process.returncode,
                     summary=(process.stdout.strip().splitlines() or [''])[-1])
+
+
+def _children_cpu_seconds() -> float:
+    """CPU time (user + system) of the finished child processes: unlike wall time, independent of other load."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _counts(outcomes: Iterable[dict[str, Any]]) -> dict[tuple[str, str], Counter]:

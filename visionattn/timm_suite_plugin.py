@@ -80,15 +80,15 @@ class _TimmSuite:
         return self._smallest
 
     def _models_for(self, metafunc: pytest.Metafunc, values: list[Any]) -> list[Any]:
+        test = metafunc.definition.originalname
+        if self.fast and test not in FAST_ALL_MODELS + FAST_SMALLEST_MODEL:
+            return []
         kept = [v for v in values if isinstance(v, str) and _base(v) in self.selected]
         if not kept and self._is_feature_intermediates_list(metafunc, values):
             kept = [n for n in self.selected if has_forward_intermediates(n)]
-        test = metafunc.definition.originalname
-        if not self.fast or test in FAST_ALL_MODELS:
-            return kept
-        if test in FAST_SMALLEST_MODEL:
+        if self.fast and test in FAST_SMALLEST_MODEL:
             return [v for v in kept if _base(v) in self.smallest]
-        return []
+        return kept
 
     @staticmethod
     def _is_feature_intermediates_list(metafunc: pytest.Metafunc, values: list[Any]) -> bool:

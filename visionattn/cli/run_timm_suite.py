@@ -46,12 +46,13 @@ def main(argv: list[str]) -> int:
     table = results_table(run.outcomes, before)
     command = 'python tools/run_timm_suite.py ' + shlex.join(argv)
     print(table)
-    print(f'\n{run.summary} in {run.seconds:.0f} s: {command}')
+    timing = f'{run.seconds:.0f} s wall, {run.cpu_seconds:.0f} s CPU'
+    print(f'\n{run.summary} ({timing}): {command}')
     if args.report_json:
         args.report_json.write_text(json.dumps(run.outcomes, indent=1))
     if args.out:
         args.out.write_text(f'# timm {args.timm_version} tests/test_models.py on visionattn\n\n'
-                            f'Command: `{command}` ({run.seconds:.0f} s wall, {run.summary})\n\n{table}\n')
+                            f'Command: `{command}` ({timing}; pytest: {run.summary})\n\n{table}\n')
     return 1 if any(o['outcome'] == 'failed' for o in run.outcomes) else 0
 
 

@@ -40,7 +40,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 from torch import nn
 
-from visionattn.convert import register_family
+from visionattn.convert import register_family, unwrap_state_dict
 from visionattn.layers.cnn_attention import TripletAttention, get_cnn_attention
 
 __all__ = ['checkpoint_filter_fn']
@@ -184,12 +184,10 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: nn.Module) -> dict[s
     """Convert an official CBAM / Triplet checkpoint (ResNet or MobileNetV2) to these models.
 
     Accepts the released training checkpoints as they are (``{'state_dict': ..., 'optimizer': ...}``,
-    ``module.`` prefixes from DataParallel); state dicts already in this layout pass unchanged.
+    ``module.`` prefixes from DataParallel: :func:`visionattn.convert.unwrap_state_dict`); state dicts
+    already in this layout pass unchanged.
     """
-    for wrapper in ('state_dict', 'model'):
-        if isinstance(state_dict.get(wrapper), dict):
-            state_dict = state_dict[wrapper]
-    state_dict = {k.removeprefix('module.'): v for k, v in state_dict.items()}
+    state_dict = unwrap_state_dict(state_dict)
     if 'features.0.0.weight' in state_dict:
         out = _mobilenetv2_from_official(state_dict, model)
     else:

@@ -140,7 +140,36 @@ class NATStage(nn.Module):
         return self.blocks(x)
 
 
-class NAT(nn.Module):
+class _NeighborhoodClassifier(nn.Module):
+    """What :class:`NAT` and :class:`NATIsotropic` share: the timm classifier API around ``self.head``
+    (a ``ClassifierHead`` on ``forward_features``' channels-last map) and no weight decay on the
+    relative positional biases."""
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """The relative positional biases (upstream excludes them from weight decay, like Swin's tables)."""
+        return {name for name, _ in self.named_parameters() if name.endswith('.rpb')}
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """A new classifier (0: none) on the model's device and dtype; ``global_pool`` None keeps the pooling."""
+        self.num_classes = num_classes
+        self.head.reset(num_classes, pool_type=global_pool, in_features=self.num_features, **get_device_dtype(self))
+        self.head_hidden_size = self.head.num_features
+        if global_pool is not None:
+            self.global_pool = global_pool
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class NAT(_NeighborhoodClassifier):
     """NAT / DiNAT (DiNAT: give ``dilations``, one list per stage with one dilation per block).
 
     Args:
@@ -208,11 +237,6 @@ class NAT(nn.Module):
         self.apply(_init_weights)
 
     @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        """The relative positional biases (upstream excludes them from weight decay, like Swin's tables)."""
-        return {name for name, _ in self.named_parameters() if name.endswith('.rpb')}
-
-    @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         return dict(
             stem=r'^patch_embed',
@@ -227,18 +251,6 @@ class NAT(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         for stage in self.stages:
             stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """A new classifier (0: none) on the model's device and dtype; ``global_pool`` None keeps the pooling."""
-        self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool, in_features=self.num_features, **get_device_dtype(self))
-        self.head_hidden_size = self.head.num_features
-        if global_pool is not None:
-            self.global_pool = global_pool
 
     def forward_intermediates(self, x: Tensor, indices: Optional[Union[int, list[int]]] = None,
                               norm: bool = False, stop_early: bool = False, output_fmt: str = 'NCHW',
@@ -302,14 +314,9 @@ class NAT(nn.Module):
         """Final-stage map after the final norm, ``(B, H/32, W/32, C)``."""
         return self.norm(self.stages(self.pos_drop(self.patch_embed(x))))
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
-class NATIsotropic(nn.Module):
+class NATIsotropic(_NeighborhoodClassifier):
     """Isotropic NAT / DiNAT (DiNAT paper, upstream ``classification/isotropic.py``): no downsampling.
 
     A ``patch_size`` patch embedding (timm's ``PatchEmbed``, zero-padding the input to a multiple of
@@ -364,29 +371,12 @@ class NATIsotropic(nn.Module):
         self.apply(_init_weights)
 
     @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        """The relative positional biases, as for :class:`NAT`."""
-        return {name for name, _ in self.named_parameters() if name.endswith('.rpb')}
-
-    @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         return dict(stem=r'^patch_embed', blocks=[(r'^blocks\.(\d+)', None), (r'^norm', (99999,))])
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """A new classifier (0: none) on the model's device and dtype; ``global_pool`` None keeps the pooling."""
-        self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool, in_features=self.num_features, **get_device_dtype(self))
-        self.head_hidden_size = self.head.num_features
-        if global_pool is not None:
-            self.global_pool = global_pool
 
     def forward_intermediates(self, x: Tensor, indices: Optional[Union[int, list[int]]] = None,
                               norm: bool = False, stop_early: bool = False, output_fmt: str = 'NCHW',
@@ -435,11 +425,6 @@ class NATIsotropic(nn.Module):
             x = self.blocks(x)
         return self.norm(x)
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _deprecated_stage_norms(feature_norms: bool, stage_norms: Optional[bool]) -> bool:
@@ -792,7 +777,8 @@ def dinat_large_11x11(pretrained: bool = False, **kwargs: Any) -> NAT:
 # kernel 7; DiNAT-iso alternates dilation 1 and 2.
 _ISO_SMALL = dict(embed_dim=384, depth=12, num_heads=12, mlp_ratio=4.)
 _ISO_BASE = dict(embed_dim=768, depth=12, num_heads=24, mlp_ratio=4.)
-_ISO_DILATIONS = (1, 2) * 6
+_ISO_SMALL_DILATED = dict(_ISO_SMALL, dilations=(1, 2) * 6)
+_ISO_BASE_DILATED = dict(_ISO_BASE, dilations=(1, 2) * 6)
 
 
 @register_model
@@ -804,8 +790,7 @@ def nat_isotropic_small(pretrained: bool = False, **kwargs: Any) -> NATIsotropic
 @register_model
 def dinat_isotropic_small(pretrained: bool = False, **kwargs: Any) -> NATIsotropic:
     """DiNAT-iso-Small: 22M params, 80.8% ImageNet-1k top-1 (reported)."""
-    return _create_nat_isotropic('dinat_isotropic_small', pretrained,
-                                 **dict(_ISO_SMALL, dilations=_ISO_DILATIONS, **kwargs))
+    return _create_nat_isotropic('dinat_isotropic_small', pretrained, **dict(_ISO_SMALL_DILATED, **kwargs))
 
 
 @register_model
@@ -817,5 +802,4 @@ def nat_isotropic_base(pretrained: bool = False, **kwargs: Any) -> NATIsotropic:
 @register_model
 def dinat_isotropic_base(pretrained: bool = False, **kwargs: Any) -> NATIsotropic:
     """DiNAT-iso-Base: 86M params, 82.1% ImageNet-1k top-1 (reported)."""
-    return _create_nat_isotropic('dinat_isotropic_base', pretrained,
-                                 **dict(_ISO_BASE, dilations=_ISO_DILATIONS, **kwargs))
+    return _create_nat_isotropic('dinat_isotropic_base', pretrained, **dict(_ISO_BASE_DILATED, **kwargs))
