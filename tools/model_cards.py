@@ -399,7 +399,7 @@ def configs_by_model() -> dict[str, list[str]]:
 
 def gather() -> tuple[list[Model], dict[str, Any]]:
     """Every carded model with its sources, and the measurements file's content."""
-    from timm.models._registry import get_arch_pretrained_cfgs
+    from timm.models import get_arch_pretrained_cfgs
     reported = load_reported()
     measurements = load_measurements()
     configs = configs_by_model()

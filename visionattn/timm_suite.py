@@ -28,7 +28,7 @@ import timm
 import torch
 from torch import nn
 
-from .errors import MissingFileError
+from .errors import ConfigError, MissingFileError
 
 __all__ = ['FAST_ALL_MODELS', 'FAST_SMALLEST_MODEL', 'SuiteRun', 'fetch_test_file', 'has_forward_intermediates',
            'model_family', 'project_models', 'results_table', 'run_timm_suite', 'smallest_per_family']
@@ -48,14 +48,15 @@ def project_models() -> list[str]:
 
 
 def model_family(name: str) -> str:
-    """The family a project model belongs to, for the result table and the fast part's choice."""
+    """The family a project model belongs to, for the result table and the fast part's choice: its model
+    file, NAT split into NAT, DiNAT and the isotropic models, the CNNs by attention module (``'triplet'``
+    for ResNets and MobileNetV2 with Triplet attention)."""
     module = timm.models.model_entrypoint(name).__module__.rsplit('.', 1)[-1]
     if module == 'nat':
-        family = 'dinat' if name.startswith('dinat') else 'nat'
-        return family + '_isotropic' if 'isotropic' in name else family
-    if module == 'cnn_attention':  # e.g. resnet50_triplet_k3 -> triplet_resnet
-        network, attention = name.split('_')[0], name.split('_')[-1 if name.split('_')[-1] != 'k3' else -2]
-        return f"{attention}_{'mobilenetv2' if network.startswith('mobilenetv2') else 'resnet'}"
+        return 'nat_isotropic' if 'isotropic' in name else 'dinat' if name.startswith('dinat') else 'nat'
+    if module == 'cnn_attention':
+        from .layers.cnn_attention import CNN_ATTENTION_LAYERS
+        return next(part for part in name.split('_') if part in CNN_ATTENTION_LAYERS)
     return module
 
 
@@ -113,8 +114,8 @@ def fetch_test_file(version: str = timm.__version__, cache_dir: Path = DEFAULT_C
 
 @dataclass(frozen=True)
 class SuiteRun:
-    """One run: every test's outcome (test, model, family, outcome, message, seconds), the wall time,
-    pytest's exit status and summary line."""
+    """One run: every test's outcome (test, model, family, outcome, message, seconds), the wall and CPU
+    time, pytest's (worst) exit status and its summary line(s)."""
 
     outcomes: list[dict[str, Any]]
     seconds: float
@@ -124,44 +125,57 @@ class SuiteRun:
 
 
 def run_timm_suite(test_file: Path, models: Sequence[str] = (), fast: bool = False, threads: Optional[int] = None,
-                   pytest_args: Sequence[str] = ()) -> SuiteRun:
-    """Run timm's ``test_file`` on the project's ``models`` (all if empty) in a pytest subprocess.
+                   pytest_args: Sequence[str] = (), log: Optional[Path] = None, workers: int = 1) -> SuiteRun:
+    """Run timm's ``test_file`` on the project's ``models`` (all if empty) in pytest subprocesses.
 
     Run as timm's maintainers run it locally (``GITHUB_ACTIONS`` unset, so the FX + TorchScript test
-    is defined), on the CPU (``TORCH_DEVICE`` unset), with ``threads`` intra-op threads if given.
+    is defined), on the CPU (``TORCH_DEVICE`` unset), with ``threads`` intra-op threads per process if
+    given, the tests shared out over ``workers`` processes running at once (much of timm's suite is
+    single-threaded Python: building models, tracing, scripting). pytest's output goes to ``log``
+    (``log.<k>`` for worker k) while it runs, one line per test, if given.
     """
+    if workers < 1:
+        raise ConfigError(f'workers must be at least 1, got {workers}')
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
     test_file = Path(test_file)
+    names = list(models) or project_models()
     with tempfile.TemporaryDirectory(prefix='timm_suite_') as tmp:
-        report = Path(tmp) / 'report.json'
         ini = Path(tmp) / 'pytest.ini'
         ini.write_text('[pytest]\n')  # not the project's pytest.ini
         command = [sys.executable, '-m', 'pytest', str(test_file), '-c', str(ini), '--rootdir', str(test_file.parent),
-                   '-p', 'visionattn.timm_suite_plugin', '-p', 'no:cacheprovider', '-q', '--disable-warnings',
-                   '--visionattn-report', str(report)]
-        if models:
-            command += ['--visionattn-models', ','.join(models)]
+                   '-p', 'visionattn.timm_suite_plugin', '-p', 'no:cacheprovider', '-v', '--disable-warnings',
+                   '--visionattn-models', ','.join(names)]
         if fast:
-            command.append('--visionattn-fast')
-        command += list(pytest_args)
+            command += ['--visionattn-fast', '--visionattn-smallest', ','.join(smallest_per_family(names).values())]
         env = {k: v for k, v in os.environ.items() if k not in ('GITHUB_ACTIONS', 'TORCH_DEVICE', 'TORCH_BACKEND')}
         if threads:
             env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-        start, cpu_start = time.perf_counter(), _children_cpu_seconds()
-        process = subprocess.run(command, env=env, capture_output=True, text=True)
-        seconds, cpu_seconds = time.perf_counter() - start, _children_cpu_seconds() - cpu_start
-        if not report.is_file():
-            raise RuntimeError(f'timm test suite did not run (exit {process.returncode}):\n'
-                               f'{process.stdout[-3000:]}\n{process.stderr[-3000:]}')
-        outcomes = json.loads(report.read_text())
+        logs = [Path(tmp) / f'pytest.{k}.log' if log is None else Path(log) if workers == 1 else Path(f'{log}.{k}')
+                for k in range(workers)]
+        reports = [Path(tmp) / f'report.{k}.json' for k in range(workers)]
+        processes = []
+        for k in range(workers):
+            with open(logs[k], 'w') as output:
+                processes.append(subprocess.Popen(
+                    command + ['--visionattn-shard', f'{k}/{workers}', '--visionattn-report', str(reports[k]),
+                               *pytest_args], env=env, stdout=output, stderr=subprocess.STDOUT, text=True))
+        returncodes = [process.wait() for process in processes]
+        seconds, cpu_seconds = time.perf_counter() - start, _cpu_seconds() - cpu_start
+        outcomes, summaries = [], []
+        for k in range(workers):
+            lines = logs[k].read_text().strip().splitlines() or ['']
+            if not reports[k].is_file():
+                raise RuntimeError(f'timm test suite did not run (exit {returncodes[k]}):\n' + '\n'.join(lines[-60:]))
+            outcomes += json.loads(reports[k].read_text())
+            summaries.append(lines[-1].strip('= '))
     return SuiteRun(outcomes=outcomes, seconds=round(seconds, 1), cpu_seconds=round(cpu_seconds, 1),
-                    returncode=process.returncode,
-                    summary=(process.stdout.strip().splitlines() or [''])[-1])
+                    returncode=max(returncodes), summary='; '.join(summaries))
 
 
-def _children_cpu_seconds() -> float:
-    """CPU time (user + system) of the finished child processes: unlike wall time, independent of other load."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its finished children: unlike wall time, independent of
+    what else runs on the machine."""
+    return sum(u.ru_utime + u.ru_stime for u in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
 
 
 def _counts(outcomes: Iterable[dict[str, Any]]) -> dict[tuple[str, str], Counter]:

@@ -15,7 +15,9 @@ the file is collected, and then, through pytest's own hooks only:
   GitHub Actions, so timm's CI does not run them either): they download the official weights, which
   live on OneDrive, shi-labs.com and Google Drive, not on the Hugging Face hub;
 - ``--visionattn-fast``: every default-config test, and forward, backward, FX and TorchScript only on
-  the smallest model (by parameter count) of each family (:func:`visionattn.timm_suite.model_family`);
+  the smallest model (by parameter count) of each family (:func:`visionattn.timm_suite.model_family`;
+  ``--visionattn-smallest`` names them when the caller has counted already);
+- ``--visionattn-shard K/N``: only every N-th of the selected tests, from the K-th (parallel runs);
 - ``--visionattn-report FILE``: writes every test's outcome as JSON for the result table.
 """
 from __future__ import annotations
@@ -43,6 +45,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption('--visionattn-fast', action='store_true',
                     help='default-config tests on every model; forward/backward/FX/TorchScript on the '
                          'smallest model of each family')
+    group.addoption('--visionattn-smallest', default='', help='with --visionattn-fast: the smallest model of each '
+                    'family, comma-separated (default: counted here)')
+    group.addoption('--visionattn-shard', default='0/1', help='K/N: run every N-th selected test from the K-th')
     group.addoption('--visionattn-report', default='', help='write every outcome to this JSON file')
 
 
@@ -54,8 +59,14 @@ def pytest_configure(config: pytest.Config) -> None:
     unknown = sorted(set(wanted) - set(names))
     if unknown:
         raise pytest.UsageError(f'--visionattn-models: {unknown} are not models of visionattn; its models: {names}')
-    config.pluginmanager.register(_TimmSuite(wanted or names, config.getoption('--visionattn-fast'),
-                                             config.getoption('--visionattn-report')), 'visionattn-timm-suite')
+    try:
+        shard, shards = (int(part) for part in config.getoption('--visionattn-shard').split('/'))
+    except ValueError:
+        raise pytest.UsageError('--visionattn-shard: give K/N, e.g. 0/2') from None
+    smallest = {n.strip() for n in config.getoption('--visionattn-smallest').split(',') if n.strip()} or None
+    config.pluginmanager.register(_TimmSuite(wanted or names, config.getoption('--visionattn-fast'), smallest,
+                                             (shard, shards), config.getoption('--visionattn-report')),
+                                  'visionattn-timm-suite')
 
 
 def _base(model_name: str) -> str:
@@ -65,11 +76,13 @@ def _base(model_name: str) -> str:
 class _TimmSuite:
     """The hooks that select the project's tests and record their outcomes."""
 
-    def __init__(self, selected: list[str], fast: bool, report_path: str) -> None:
+    def __init__(self, selected: list[str], fast: bool, smallest: Optional[set[str]], shard: tuple[int, int],
+                 report_path: str) -> None:
         self.selected = selected
         self.fast = fast
+        self.shard = shard
         self.report_path = report_path
-        self._smallest: Optional[set[str]] = None
+        self._smallest = smallest
         self.items: dict[str, dict[str, str]] = {}
         self.outcomes: dict[str, dict[str, Any]] = {}
 
@@ -121,8 +134,13 @@ class _TimmSuite:
                 continue
             if item.originalname in _PRETRAINED_DOWNLOAD_TESTS:
                 item.add_marker(pytest.mark.skip(reason=_PRETRAINED_SKIP_REASON))
-            self.items[item.nodeid] = dict(test=item.originalname, model=model, family=model_family(_base(model)))
             kept.append(item)
+        shard, shards = self.shard
+        deselected += [item for i, item in enumerate(kept) if i % shards != shard]
+        kept = kept[shard::shards]
+        for item in kept:
+            model = item.callspec.params['model_name']
+            self.items[item.nodeid] = dict(test=item.originalname, model=model, family=model_family(_base(model)))
         if deselected:
             config.hook.pytest_deselected(items=deselected)
         items[:] = kept
