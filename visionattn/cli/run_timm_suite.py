@@ -20,7 +20,7 @@ import timm
 
 from . import add_debug_argument, cli_main
 from ..errors import MissingFileError
-from ..timm_suite import DEFAULT_CACHE, fetch_test_file, results_table, run_timm_suite
+from ..timm_suite import DEFAULT_CACHE, fetch_test_file, model_family, results_table, run_timm_suite
 
 
 @cli_main
@@ -44,7 +44,9 @@ def main(argv: list[str]) -> int:
         raise MissingFileError(f'--before {args.before} does not exist: give the --report-json of an earlier run')
     test_file = fetch_test_file(args.timm_version, args.cache_dir, args.sdist)
     run = run_timm_suite(test_file, args.models, args.fast, args.threads, args.pytest_args, args.log, args.workers)
-    before = json.loads(args.before.read_text()) if args.before else None
+    # families as this version defines them (a report of an older version may group the models otherwise)
+    before = [dict(o, family=model_family(o['model'].split('.')[0])) for o in json.loads(args.before.read_text())
+              if timm.is_model(o['model'].split('.')[0])] if args.before else None
     table = results_table(run.outcomes, before)
     command = 'python tools/run_timm_suite.py ' + shlex.join(argv)
     print(table)

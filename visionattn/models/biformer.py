@@ -36,7 +36,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import (ClassifierHead, DropPath, LayerNorm2d, LayerScale, Mlp, calculate_drop_path_rates,
-                         get_device_dtype, trunc_normal_)
+                         get_device_dtype, is_meta_device, trunc_normal_)
 from timm.models import (build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model,
                          resolve_pretrained_cfg)
 from timm.models._features import feature_take_indices  # no public name; timm's own models import it from here
@@ -228,7 +228,8 @@ class BiFormer(nn.Module):
         self.feature_norms = nn.ModuleList(LayerNorm2d(d, **dd) for d in embed_dims) if feature_norms else None
         self.norm = nn.BatchNorm2d(self.num_features, **dd)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
-        self.apply(self._init_weights)
+        if not is_meta_device(device):  # meta tensors hold no values; their init only costs time
+            self.apply(self._init_weights)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

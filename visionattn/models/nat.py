@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import (ClassifierHead, DropPath, LayerScale, Mlp, PatchEmbed, calculate_drop_path_rates,
-                         get_device_dtype, trunc_normal_)
+                         get_device_dtype, is_meta_device, trunc_normal_)
 from timm.models import build_model_with_cfg, checkpoint, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices  # no public name; timm's own models import it from here
 from torch import Tensor, nn
@@ -234,7 +234,8 @@ class NAT(_NeighborhoodClassifier):
         self.norm = norm_layer(self.num_features, **dd)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
                                    input_fmt=self.output_fmt, **dd)
-        self.apply(_init_weights)
+        if not is_meta_device(device):  # meta tensors hold no values; their init only costs time
+            self.apply(_init_weights)
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
@@ -368,7 +369,8 @@ class NATIsotropic(_NeighborhoodClassifier):
         self.norm = norm_layer(embed_dim, **dd)
         self.head = ClassifierHead(embed_dim, num_classes, pool_type=global_pool, drop_rate=drop_rate,
                                    input_fmt=self.output_fmt, **dd)
-        self.apply(_init_weights)
+        if not is_meta_device(device):  # meta tensors hold no values; their init only costs time
+            self.apply(_init_weights)
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
