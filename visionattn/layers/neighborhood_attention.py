@@ -3,12 +3,15 @@
 Why our own: the NAT/DiNAT checkpoints were trained with NATTEN 0.14-0.17, whose modules (relative
 positional bias, zero-padding of small inputs) current NATTEN no longer ships. Parameter names and
 shapes are NATTEN's (``qkv``, ``rpb``, ``proj``), so the official state dicts load unchanged.
-"""
-from __future__ import annotations
 
+For timm's FX feature extraction the modules are leaves (``register_notrace_module``: the op's argument
+checks depend on shapes), and under TorchScript the op is called as Python (``torch.jit.ignore``), so
+scripted models run it.
+"""
 from typing import Callable, Optional
 
 import torch
+from timm.layers import register_notrace_module
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -27,8 +30,10 @@ class _NeighborhoodAttention(nn.Module):
 
     def __init__(self, name: str, op: Callable[..., Tensor], dim: int, num_heads: int,
                  kernels: tuple[int, ...], dilations: tuple[int, ...], bias: bool, qkv_bias: bool,
-                 qk_scale: Optional[float], attn_drop: float, proj_drop: float) -> None:
+                 qk_scale: Optional[float], attn_drop: float, proj_drop: float,
+                 device: Optional[torch.device], dtype: Optional[torch.dtype]) -> None:
         super().__init__()
+        dd = dict(device=device, dtype=dtype)
         if dim % num_heads:
             raise ValueError(f'{name}: dim ({dim}) must be divisible by num_heads ({num_heads})')
         if any(k < 3 or k % 2 == 0 for k in kernels):
@@ -45,13 +50,13 @@ class _NeighborhoodAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = qk_scale or self.head_dim ** -0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias, **dd)
         if bias:
-            self.rpb = nn.Parameter(torch.zeros(num_heads, *(2 * k - 1 for k in kernels)))
+            self.rpb = nn.Parameter(torch.zeros(num_heads, *(2 * k - 1 for k in kernels), **dd))
             nn.init.trunc_normal_(self.rpb, std=.02, mean=0., a=-2., b=2.)
         else:
             self.register_parameter('rpb', None)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim, **dd)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -72,6 +77,7 @@ class _NeighborhoodAttention(nn.Module):
                 x = x.narrow(axis, 0, size)
         return self.proj_drop(self.proj(x))
 
+    @torch.jit.ignore
     def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         return self._op(q, k, v, self._kernels, self._dilations, rpb=self.rpb, scale=self.scale)
 
@@ -80,35 +86,40 @@ class _NeighborhoodAttention(nn.Module):
                 f'dilation={self.dilation}, rel_pos_bias={self.rpb is not None}')
 
 
+@register_notrace_module
 class NeighborhoodAttention1D(_NeighborhoodAttention):
     """NATTEN 0.14's ``NeighborhoodAttention1D`` over ``(batch, length, channels)``; rpb ``(heads, 2k-1)``."""
 
     def __init__(self, dim: int, num_heads: int, kernel_size: int, dilation: Optional[int] = 1, bias: bool = True,
                  qkv_bias: bool = True, qk_scale: Optional[float] = None, attn_drop: float = 0.,
-                 proj_drop: float = 0.) -> None:
+                 proj_drop: float = 0., device: Optional[torch.device] = None,
+                 dtype: Optional[torch.dtype] = None) -> None:
         dilation = 1 if dilation is None else dilation  # NATTEN takes None for 'no dilation'
         super().__init__('NeighborhoodAttention1D', na1d, dim, num_heads, (kernel_size,), (dilation,), bias,
-                         qkv_bias, qk_scale, attn_drop, proj_drop)
+                         qkv_bias, qk_scale, attn_drop, proj_drop, device, dtype)
         self.kernel_size = kernel_size
         self.dilation = dilation
         self.window_size = kernel_size * dilation
 
 
+@register_notrace_module
 class NeighborhoodAttention2D(_NeighborhoodAttention):
     """NATTEN 0.14's ``NeighborhoodAttention2D`` over ``(batch, height, width, channels)``; rpb
     ``(heads, 2k-1, 2k-1)``. NAT and DiNAT are built on it."""
 
     def __init__(self, dim: int, num_heads: int, kernel_size: int, dilation: Optional[int] = 1, bias: bool = True,
                  qkv_bias: bool = True, qk_scale: Optional[float] = None, attn_drop: float = 0.,
-                 proj_drop: float = 0.) -> None:
+                 proj_drop: float = 0., device: Optional[torch.device] = None,
+                 dtype: Optional[torch.dtype] = None) -> None:
         dilation = 1 if dilation is None else dilation  # NAT passes None for 'no dilation', like NATTEN
         super().__init__('NeighborhoodAttention2D', na2d, dim, num_heads, (kernel_size,) * 2, (dilation,) * 2,
-                         bias, qkv_bias, qk_scale, attn_drop, proj_drop)
+                         bias, qkv_bias, qk_scale, attn_drop, proj_drop, device, dtype)
         self.kernel_size = kernel_size
         self.dilation = dilation
         self.window_size = kernel_size * dilation
 
 
+@register_notrace_module
 class NeighborhoodAttention3D(_NeighborhoodAttention):
     """NATTEN 0.15's ``NeighborhoodAttention3D`` over ``(batch, depth, height, width, channels)``: kernel and
     dilation ``(kernel_size_d, kernel_size, kernel_size)`` / ``(dilation_d, dilation, dilation)``, the
@@ -118,12 +129,14 @@ class NeighborhoodAttention3D(_NeighborhoodAttention):
     def __init__(self, dim: int, num_heads: int, kernel_size: int, kernel_size_d: Optional[int] = None,
                  dilation: Optional[int] = 1, dilation_d: Optional[int] = None, bias: bool = True,
                  qkv_bias: bool = True, qk_scale: Optional[float] = None, attn_drop: float = 0.,
-                 proj_drop: float = 0.) -> None:
+                 proj_drop: float = 0., device: Optional[torch.device] = None,
+                 dtype: Optional[torch.dtype] = None) -> None:
         dilation = 1 if dilation is None else dilation
         kernel_size_d = kernel_size if kernel_size_d is None else kernel_size_d
         dilation_d = dilation if dilation_d is None else dilation_d
         super().__init__('NeighborhoodAttention3D', na3d, dim, num_heads, (kernel_size_d, kernel_size, kernel_size),
-                         (dilation_d, dilation, dilation), bias, qkv_bias, qk_scale, attn_drop, proj_drop)
+                         (dilation_d, dilation, dilation), bias, qkv_bias, qk_scale, attn_drop, proj_drop, device,
+                         dtype)
         self.kernel_size, self.kernel_size_d = kernel_size, kernel_size_d
         self.dilation, self.dilation_d = dilation, dilation_d
         self.window_size, self.window_size_d = kernel_size * dilation, kernel_size_d * dilation_d

@@ -43,7 +43,7 @@ NO_CLINICAL_USE = ('No model of this project has been validated for clinical use
                    'population and scanner.')
 
 FAMILY_NOTES: dict[str, FamilyNotes] = {
-    'attention_cnn': FamilyNotes(
+    'cnn_attention': FamilyNotes(
         title='Attention-augmented CNNs (CBAM, ELA, Triplet)',
         paper='see the registry metadata of each model',
         summary=(

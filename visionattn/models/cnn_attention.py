@@ -41,6 +41,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
+from visionattn.checkpoint import state_dict_from
 from visionattn.convert import register_family
 from visionattn.layers.cnn_attention import TripletAttention, get_cnn_attention
 from visionattn.weights import GOOGLE_DRIVE, fetching
@@ -175,12 +176,10 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: nn.Module) -> dict[s
     """Convert an official CBAM / Triplet checkpoint (ResNet or MobileNetV2) to these models.
 
     Accepts the released training checkpoints as they are (``{'state_dict': ..., 'optimizer': ...}``,
-    ``module.`` prefixes from DataParallel); state dicts already in this layout pass unchanged.
+    ``module.`` prefixes from DataParallel: :func:`visionattn.checkpoint.state_dict_from`); state dicts
+    already in this layout pass unchanged.
     """
-    for wrapper in ('state_dict', 'model'):
-        if isinstance(state_dict.get(wrapper), dict):
-            state_dict = state_dict[wrapper]
-    state_dict = {k.removeprefix('module.'): v for k, v in state_dict.items()}
+    state_dict = state_dict_from(state_dict)
     if 'features.0.0.weight' in state_dict:
         out = _mobilenetv2_from_official(state_dict, model)
     else:
