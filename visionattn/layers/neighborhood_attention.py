@@ -8,7 +8,7 @@ For timm's FX feature extraction the modules are leaves (``register_notrace_modu
 checks depend on shapes), and under TorchScript the op is called as Python (``torch.jit.ignore``), so
 scripted models run it.
 """
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from timm.layers import register_notrace_module
@@ -19,6 +19,10 @@ from ..ops import na1d, na2d, na3d
 
 __all__ = ['NeighborhoodAttention1D', 'NeighborhoodAttention2D', 'NeighborhoodAttention3D']
 
+# the op of each rank; looked up in the TorchScript-ignored _attend (a module attribute holding a Python
+# function would make torch.jit.script try to compile the op)
+_OPS = {1: na1d, 2: na2d, 3: na3d}
+
 
 class _NeighborhoodAttention(nn.Module):
     """Multi-head neighbourhood attention over a ``(batch, *spatial, channels)`` map, as in NATTEN 0.14.
@@ -28,7 +32,7 @@ class _NeighborhoodAttention(nn.Module):
     The backend is chosen by :mod:`visionattn.ops.dispatch` (``visionattn.use_backend(...)``).
     """
 
-    def __init__(self, name: str, op: Callable[..., Tensor], dim: int, num_heads: int,
+    def __init__(self, name: str, dim: int, num_heads: int,
                  kernels: tuple[int, ...], dilations: tuple[int, ...], bias: bool, qkv_bias: bool,
                  qk_scale: Optional[float], attn_drop: float, proj_drop: float,
                  device: Optional[torch.device], dtype: Optional[torch.dtype]) -> None:
@@ -45,8 +49,10 @@ class _NeighborhoodAttention(nn.Module):
             raise ValueError(f'{name}: attention dropout is not supported (the fused operator never forms '
                              'the attention matrix); NAT/DiNAT use attn_drop=0. Use proj_drop or drop_path '
                              'for regularisation.')
-        self._name, self._op = name, op
-        self._kernels, self._dilations = kernels, dilations
+        self._name = name
+        self._axes = {1: 'length', 2: 'height, width', 3: 'depth, height, width'}[len(kernels)]  # for errors
+        # lists, not tuples: TorchScript indexes them with a loop variable in forward
+        self._kernels, self._dilations = list(kernels), list(dilations)
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = qk_scale or self.head_dim ** -0.5
@@ -60,26 +66,33 @@ class _NeighborhoodAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: Tensor) -> Tensor:
+        # Written for TorchScript too (timm scripts whole models): plain loops, no starred or nested
+        # comprehensions; only the op call is Python (_attend).
         rank = len(self._kernels)
         if x.dim() != rank + 2:
-            axes = {1: 'length', 2: 'height, width', 3: 'depth, height, width'}[rank]
-            raise ValueError(f'{self._name} expects (batch, {axes}, channels), got shape {tuple(x.shape)}')
-        spatial = x.shape[1:-1]
-        pads = [max(0, k * d - size) for k, d, size in zip(self._kernels, self._dilations, spatial)]
-        if any(pads):
-            x = F.pad(x, [0, 0] + [p for pad in reversed(pads) for p in (0, pad)])  # last axis first
-        padded = x.shape[1:-1]
-        qkv = self.qkv(x).view(x.shape[0], *padded, 3, self.num_heads, self.head_dim)
+            raise ValueError(f'{self._name} expects (batch, {self._axes}, channels), got shape {list(x.shape)}')
+        spatial = list(x.shape[1:-1])
+        pads: list[int] = []
+        for axis in range(rank):
+            pads.append(max(0, self._kernels[axis] * self._dilations[axis] - spatial[axis]))
+        padded = max(pads) > 0
+        if padded:
+            pad_arg = [0, 0]  # F.pad lists the last axis first: channels (unpadded), then spatial from the last
+            for axis in range(rank - 1, -1, -1):
+                pad_arg += [0, pads[axis]]
+            x = F.pad(x, pad_arg)
+        qkv = self.qkv(x).view([x.shape[0]] + list(x.shape[1:-1]) + [3, self.num_heads, self.head_dim])
         q, k, v = qkv.unbind(-3)
         x = self._attend(q, k, v).reshape(x.shape)
-        if any(pads):
-            for axis, size in enumerate(spatial, start=1):
-                x = x.narrow(axis, 0, size)
+        if padded:
+            for axis in range(rank):
+                x = x.narrow(axis + 1, 0, spatial[axis])
         return self.proj_drop(self.proj(x))
 
     @torch.jit.ignore
     def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        return self._op(q, k, v, self._kernels, self._dilations, rpb=self.rpb, scale=self.scale)
+        op = _OPS[len(self._kernels)]
+        return op(q, k, v, tuple(self._kernels), tuple(self._dilations), rpb=self.rpb, scale=self.scale)
 
     def extra_repr(self) -> str:
         return (f'head_dim={self.head_dim}, num_heads={self.num_heads}, kernel_size={self.kernel_size}, '
@@ -95,7 +108,7 @@ class NeighborhoodAttention1D(_NeighborhoodAttention):
                  proj_drop: float = 0., device: Optional[torch.device] = None,
                  dtype: Optional[torch.dtype] = None) -> None:
         dilation = 1 if dilation is None else dilation  # NATTEN takes None for 'no dilation'
-        super().__init__('NeighborhoodAttention1D', na1d, dim, num_heads, (kernel_size,), (dilation,), bias,
+        super().__init__('NeighborhoodAttention1D', dim, num_heads, (kernel_size,), (dilation,), bias,
                          qkv_bias, qk_scale, attn_drop, proj_drop, device, dtype)
         self.kernel_size = kernel_size
         self.dilation = dilation
@@ -112,7 +125,7 @@ class NeighborhoodAttention2D(_NeighborhoodAttention):
                  proj_drop: float = 0., device: Optional[torch.device] = None,
                  dtype: Optional[torch.dtype] = None) -> None:
         dilation = 1 if dilation is None else dilation  # NAT passes None for 'no dilation', like NATTEN
-        super().__init__('NeighborhoodAttention2D', na2d, dim, num_heads, (kernel_size,) * 2, (dilation,) * 2,
+        super().__init__('NeighborhoodAttention2D', dim, num_heads, (kernel_size,) * 2, (dilation,) * 2,
                          bias, qkv_bias, qk_scale, attn_drop, proj_drop, device, dtype)
         self.kernel_size = kernel_size
         self.dilation = dilation
@@ -134,7 +147,7 @@ class NeighborhoodAttention3D(_NeighborhoodAttention):
         dilation = 1 if dilation is None else dilation
         kernel_size_d = kernel_size if kernel_size_d is None else kernel_size_d
         dilation_d = dilation if dilation_d is None else dilation_d
-        super().__init__('NeighborhoodAttention3D', na3d, dim, num_heads, (kernel_size_d, kernel_size, kernel_size),
+        super().__init__('NeighborhoodAttention3D', dim, num_heads, (kernel_size_d, kernel_size, kernel_size),
                          (dilation_d, dilation, dilation), bias, qkv_bias, qk_scale, attn_drop, proj_drop, device,
                          dtype)
         self.kernel_size, self.kernel_size_d = kernel_size, kernel_size_d
