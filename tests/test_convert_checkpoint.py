@@ -137,3 +137,31 @@ def test_hub_dir_needs_a_timm_architecture(tmp_path):
         convert('nat', source, hub_dir=tmp_path / 'hub', upstream_kwargs=json.loads(fx['upstream_kwargs']))
     with pytest.raises(ConfigError, match='hub folder'):
         convert('nat', source, model='nat_mini')
+
+
+def test_hub_dir_of_isotropic_and_cnn_attention_families(tmp_path):
+    """The families without upstream fixtures: official layouts restated by their tests (isotropic DiNAT,
+    the Triplet ResNet's released layout) -> hub folder -> timm.create_model('local-dir:...') computes what
+    the official model (from_official / the reference module) computes."""
+    from test_cnn_attention import TRIPLET_LAYOUTS, RefTriplet, _official_resnet, _randomize
+    from test_nat import upstream_isotropic_layout
+
+    torch.manual_seed(0)
+    iso_kwargs = dict(embed_dim=32, num_heads=2, depth=2, kernel_size=3, num_classes=5)
+    official = {k: torch.randn(shape) * 0.1 for k, shape in
+                upstream_isotropic_layout(embed_dim=32, num_heads=2, depth=2, kernel=3, num_classes=5).items()}
+    reference = visionattn.from_official('dinat_isotropic', iso_kwargs, official).eval()
+    triplet = _randomize(_official_resnet(18, 'pcam', lambda c: RefTriplet(7, *TRIPLET_LAYOUTS['pcam']))).eval()
+    cases = [('dinat_isotropic', official, 'dinat_isotropic_small',
+              dict(embed_dim=32, num_heads=2, depth=2, kernel_size=3, dilations=[1, 2], num_classes=5), reference),
+             ('triplet_resnet', {'state_dict': triplet.state_dict()}, 'resnet18_triplet', {}, triplet)]
+    x = torch.randn(1, 3, 64, 64)
+    for family, checkpoint, entry_point, model_kwargs, expected in cases:
+        source, hub_dir = tmp_path / f'{family}.pth', tmp_path / family
+        torch.save(checkpoint, source)
+        main([str(source), '--family', family, '--model', entry_point, '--model-kwargs', json.dumps(model_kwargs),
+              '--hub-dir', str(hub_dir)])
+        model = timm.create_model(f'local-dir:{hub_dir}', pretrained=True).eval()
+        assert model.pretrained_cfg['architecture'] == entry_point
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), expected(x), rtol=1e-4, atol=1e-4)

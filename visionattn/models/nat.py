@@ -676,19 +676,24 @@ default_cfgs = generate_default_cfgs({
 })
 
 
+def _build(model_cls: type[nn.Module], variant: str, pretrained: bool, out_indices: Any,
+           kwargs: dict[str, Any]) -> nn.Module:
+    # download failures become one WeightsUnavailableError (visionattn.weights); local-dir/hub folders load as given
+    with fetching(variant, kwargs.get('pretrained_cfg_overlay'), kwargs.get('pretrained_cfg')) if pretrained \
+            else contextlib.nullcontext():
+        return build_model_with_cfg(
+            model_cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+            feature_cfg=dict(feature_cls='getter', out_indices=out_indices), **kwargs)
+
+
 def _create_nat(variant: str, pretrained: bool = False, **kwargs: Any) -> NAT:
     out_indices = kwargs.pop('out_indices', tuple(range(len(kwargs.get('depths', (3, 4, 18, 5))))))
-    with fetching(variant, kwargs.get('pretrained_cfg_overlay')) if pretrained else contextlib.nullcontext():
-        return build_model_with_cfg(
-            NAT, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
-            feature_cfg=dict(feature_cls='getter', out_indices=out_indices), **kwargs)
+    return _build(NAT, variant, pretrained, out_indices, kwargs)
 
 
 def _create_nat_isotropic(variant: str, pretrained: bool = False, **kwargs: Any) -> NATIsotropic:
     out_indices = kwargs.pop('out_indices', 3)  # the last three blocks, as timm's ViT
-    return build_model_with_cfg(
-        NATIsotropic, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls='getter', out_indices=out_indices), **kwargs)
+    return _build(NATIsotropic, variant, pretrained, out_indices, kwargs)
 
 
 def _dinat_dilations(depths: Sequence[int], image_size: int = 224, kernel_size: int = 7) -> tuple[tuple[int, ...], ...]:
