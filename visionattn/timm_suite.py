@@ -115,13 +115,15 @@ def fetch_test_file(version: str = timm.__version__, cache_dir: Path = DEFAULT_C
 @dataclass(frozen=True)
 class SuiteRun:
     """One run: every test's outcome (test, model, family, outcome, message, seconds), the wall and CPU
-    time, pytest's (worst) exit status and its summary line(s)."""
+    time, pytest's (worst) exit status and its summary line(s), and for the fast part the smallest model
+    of each family it chose (``{family: model}``, empty otherwise)."""
 
     outcomes: list[dict[str, Any]]
     seconds: float
     cpu_seconds: float
     returncode: int
     summary: str
+    smallest: dict[str, str]
 
 
 def run_timm_suite(test_file: Path, models: Sequence[str] = (), fast: bool = False, threads: Optional[int] = None,
@@ -145,8 +147,9 @@ def run_timm_suite(test_file: Path, models: Sequence[str] = (), fast: bool = Fal
         command = [sys.executable, '-m', 'pytest', str(test_file), '-c', str(ini), '--rootdir', str(test_file.parent),
                    '-p', 'visionattn.timm_suite_plugin', '-p', 'no:cacheprovider', '-v', '--disable-warnings',
                    '--visionattn-models', ','.join(names)]
+        smallest = smallest_per_family(names) if fast else {}
         if fast:
-            command += ['--visionattn-fast', '--visionattn-smallest', ','.join(smallest_per_family(names).values())]
+            command += ['--visionattn-fast', '--visionattn-smallest', ','.join(smallest.values())]
         env = {k: v for k, v in os.environ.items() if k not in ('GITHUB_ACTIONS', 'TORCH_DEVICE', 'TORCH_BACKEND')}
         if threads:
             env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -169,7 +172,7 @@ def run_timm_suite(test_file: Path, models: Sequence[str] = (), fast: bool = Fal
             outcomes += json.loads(reports[k].read_text())
             summaries.append(lines[-1].strip('= '))
     return SuiteRun(outcomes=outcomes, seconds=round(seconds, 1), cpu_seconds=round(cpu_seconds, 1),
-                    returncode=max(returncodes), summary='; '.join(summaries))
+                    returncode=max(returncodes), summary='; '.join(summaries), smallest=smallest)
 
 
 def _cpu_seconds() -> float:
