@@ -2,4 +2,4 @@
 from visionattn.cli.run_timm_suite import main
 
 if __name__ == '__main__':
-    raise SystemExit(main())
+    main()

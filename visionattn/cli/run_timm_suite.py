@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import sys
 from pathlib import Path
 
 import timm
@@ -24,7 +23,7 @@ from ..timm_suite import DEFAULT_CACHE, fetch_test_file, model_family, results_t
 
 
 @cli_main
-def main(argv: list[str]) -> int:
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--fast', action='store_true', help='the fast part CI runs')
     parser.add_argument('--models', nargs='+', default=[], help='project models to test (default: all)')
@@ -57,8 +56,9 @@ def main(argv: list[str]) -> int:
     if args.out:
         args.out.write_text(f'# timm {args.timm_version} tests/test_models.py on visionattn\n\n'
                             f'Command: `{command}` ({timing}; pytest: {run.summary})\n\n{table}\n')
-    return 1 if any(o['outcome'] == 'failed' for o in run.outcomes) else 0
+    if any(o['outcome'] == 'failed' for o in run.outcomes):
+        raise SystemExit(1)
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    main()
