@@ -6,6 +6,10 @@ from pathlib import Path
 
 # Triton decides at kernel definition whether to interpret, so this must precede any kernel import.
 os.environ.setdefault('TRITON_INTERPRET', '1')
+# Under pytest-xdist (tools/run_tests.sh runs one worker per core) each worker, and every program its tests
+# start, computes on one thread, so the workers share the cores instead of oversubscribing them.
+if 'PYTEST_XDIST_WORKER' in os.environ:
+    os.environ.setdefault('OMP_NUM_THREADS', '1')
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -72,3 +76,10 @@ def _no_logger_outlives_its_test():
                 logger.removeHandler(handler)
                 handler.close()
         MMLogger._instance_dict.clear()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist, start the end-to-end runs (``slow``) first: the workers then end together instead of
+    one of them finishing a long run alone while the other idles. Every worker sorts the same way."""
+    if 'PYTEST_XDIST_WORKER' in os.environ:
+        items.sort(key=lambda item: item.get_closest_marker('slow') is None)

@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup_env.sh
-exec .venv/bin/python -m pytest -q "$@"
+# Two workers (one per core of the CI machine), the long end-to-end runs first (tests/conftest.py).
+exec .venv/bin/python -m pytest -q -n 2 --dist worksteal "$@"
