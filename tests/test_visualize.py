@@ -286,6 +286,22 @@ def test_segmentation_prediction_and_the_programs_on_a_trained_checkpoint(tmp_pa
     assert (tmp_path / 'seg.png').is_file()
 
 
+def test_binary_segmentation_prediction_has_a_legend(tmp_path, scene) -> None:
+    """A binary head (one output channel, thresholded) predicts its classes as 0.0 / 1.0, not as class ids."""
+    config = str(REPO_ROOT / 'configs/medical/upernet_convnext_tiny_kvasir_seg.py')
+    options = {'model.backbone.model_name': 'resnet10t', 'model.backbone.pretrained': False,
+               'model.decode_head.in_channels': [64, 128, 256, 512], 'model.decode_head.channels': 16,
+               'model.auxiliary_head.in_channels': 256, 'model.auxiliary_head.channels': 8}
+    palette = [[0, 0, 0], [250, 40, 40]]
+    checkpoint = _checkpoint(config, 'mmseg', tmp_path / 'binary.pth', options,
+                             dict(classes=['background', 'polyp'], palette=palette))
+    loaded = load_model(config, checkpoint, cfg_options=options)
+    prediction = draw_prediction(loaded, scene[1])
+    assert prediction.sample.pred_sem_seg.data.is_floating_point()
+    present = prediction.sample.pred_sem_seg.data.unique().long().tolist()
+    assert prediction.legend == [(['background', 'polyp'][i], tuple(palette[i])) for i in present]
+
+
 @pytest.mark.slow
 def test_detection_prediction_picture(tmp_path, scene) -> None:
     config = str(REPO_ROOT / 'configs/demo/mask_rcnn_resnet18_coco_demo.py')

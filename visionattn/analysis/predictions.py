@@ -44,7 +44,8 @@ def draw_prediction(loaded: LoadedModel, image: np.ndarray, score_thr: float = 0
         visualizer.dataset_meta = loaded.dataset_meta
         visualizer.add_datasample('prediction', image, sample, draw_gt=False, with_labels=False)
         palette = loaded.dataset_meta['palette']
-        present = np.unique(sample.pred_sem_seg.data.cpu().numpy())
+        # a binary head (one output channel and a threshold) gives its classes as 0.0 / 1.0
+        present = np.unique(sample.pred_sem_seg.data.cpu().numpy()).astype(int)
         legend = [(classes[i].strip(), tuple(int(v) for v in palette[i])) for i in present if i < len(classes)]
     elif loaded.scope == 'mmdet':
         from mmdet.visualization import DetLocalVisualizer
