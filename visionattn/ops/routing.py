@@ -568,7 +568,7 @@ def _flex_block_mask(region_index: Tensor, key_valid: Tensor):
 def _compiled_flex_attention():
     """FlexAttention compiled once per process (uncompiled, it materialises every score)."""
     from torch.nn.attention.flex_attention import flex_attention
-    return torch.compile(flex_attention)
+    return torch.compile(flex_attention, dynamic=False)
 
 
 def _flex_forward(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, key_mask: Optional[Tensor],
