@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import urllib.error
+from pathlib import Path
 
 import pytest
 import timm
@@ -15,6 +16,7 @@ from torch.nn import functional as F
 import visionattn
 from conftest import REPO_ROOT, load_upstream_fixture
 from visionattn import from_official
+from visionattn.errors import WeightsUnavailableError
 from visionattn.layers import BiLevelRoutingAttention
 from visionattn.models import biformer as biformer_module
 from visionattn.models.biformer import checkpoint_filter_fn
@@ -114,29 +116,30 @@ def test_upstream_file_loads_through_timm_with_in_chans_adaptation(tmp_path):
 
 def test_official_download_is_cached_per_variant_and_unwrapped(tmp_path, monkeypatch):
     fx = load_upstream_fixture('biformer_small_dims')
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))  # torch's hub cache, where timm keeps its downloads
     requested = []
 
-    def download(url_and_name, check_hash):
-        requested.append(url_and_name)
-        path = tmp_path / url_and_name[1]
-        torch.save({'model': fx['state_dict'], 'model_ema': {}}, path)  # 'model' is what upstream loads
-        return str(path)
+    def download(url, dst, progress):
+        requested.append((url, Path(dst).name))
+        torch.save({'model': fx['state_dict'], 'model_ema': {}}, dst)  # 'model' is what upstream loads
 
-    monkeypatch.setattr(biformer_module, 'download_cached_file', download)
-    model = timm.create_model('biformer_tiny', pretrained=True, pretrained_cfg_overlay=dict(num_classes=10),
-                              **fixture_timm_kwargs(fx)).eval()
+    monkeypatch.setattr(biformer_module, 'download_url_to_file', download)
+    for _ in range(2):  # the second model comes from the cache
+        model = timm.create_model('biformer_tiny', pretrained=True, pretrained_cfg_overlay=dict(num_classes=10),
+                                  **fixture_timm_kwargs(fx)).eval()
     url = timm.get_pretrained_cfg('biformer_tiny').url
     assert requested == [(url, 'biformer_tiny_in1k.pth')]  # not the URL's last part ('content'), shared by all
     with torch.no_grad():
         assert rel_err(model(fx['input']), fx['logits']) < 1e-4
 
 
-def test_failed_official_download_says_where_to_get_the_file(monkeypatch):
-    def offline(url_and_name, check_hash):
+def test_failed_official_download_says_where_to_get_the_file(tmp_path, monkeypatch):
+    def offline(url, dst, progress):
         raise urllib.error.URLError('network unreachable')
 
-    monkeypatch.setattr(biformer_module, 'download_cached_file', offline)
-    with pytest.raises(RuntimeError, match=r'(?s)biformer_small_in1k\.pth.*1drv\.ms.*pretrained_cfg_overlay'):
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    monkeypatch.setattr(biformer_module, 'download_url_to_file', offline)
+    with pytest.raises(WeightsUnavailableError, match=r'(?s)biformer_small_in1k\.pth.*1drv\.ms.*pretrained_cfg_overlay'):
         timm.create_model('biformer_small', pretrained=True)
 
 

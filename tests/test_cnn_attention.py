@@ -18,7 +18,7 @@ from torch import nn
 import visionattn
 from visionattn.layers import CBAM, ELA, TimmELA, TripletAttention, create_cnn_attention
 from visionattn.layers.cnn_attention import CNN_ATTENTION_LAYERS, ELA_SIZES
-from visionattn.models.attention_cnn import checkpoint_filter_fn
+from visionattn.models.cnn_attention import checkpoint_filter_fn
 
 
 # --------------------------------------------------------------------------------------------
@@ -367,3 +367,16 @@ def test_pretrained_without_a_local_file_is_explained():
         timm.create_model('resnet50_triplet', pretrained=True)
     with pytest.raises(RuntimeError, match='No pretrained weights'):
         timm.create_model('resnet18_ela', pretrained=True)
+
+
+def test_triplet_attention_keeps_every_branch_through_fx():
+    """timm's FX feature extraction removes graph nodes whose result is unused: an in-place sum of the
+    gates dropped the spatial branch (and its parameters' gradients) from traced ResNet-Triplet models."""
+    module = TripletAttention(8).eval()
+    graph_module = torch.fx.symbolic_trace(module)
+    graph_module.graph.eliminate_dead_code()
+    graph_module.recompile()
+    graph_module.delete_all_unused_submodules()
+    assert {n for n, _ in graph_module.named_parameters()} == {n for n, _ in module.named_parameters()}
+    x = torch.randn(2, 8, 6, 5)
+    torch.testing.assert_close(graph_module(x), module(x))

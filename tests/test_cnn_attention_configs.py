@@ -18,9 +18,9 @@ from visionattn.layers import CBAM, TripletAttention
 from visionattn.mm.config import load_config
 
 CONFIGS = {  # config -> (scope, timm model whose weights the backbone takes, plug-in class, plug-in name)
-    'configs/attention_cnn/faster_rcnn_r50_triplet_fpn_1x_coco.py': ('mmdet', 'resnet50_triplet', TripletAttention,
+    'configs/cnn_attention/faster_rcnn_r50_triplet_fpn_1x_coco.py': ('mmdet', 'resnet50_triplet', TripletAttention,
                                                                     'triplet_attention'),
-    'configs/attention_cnn/upernet_r50_cbam_ade20k.py': ('mmseg', 'resnet50_cbam', CBAM, 'cbam'),
+    'configs/cnn_attention/upernet_r50_cbam_ade20k.py': ('mmseg', 'resnet50_cbam', CBAM, 'cbam'),
 }
 
 

@@ -169,3 +169,27 @@ def test_bad_arguments(kwargs, match):
 def test_bad_input_rank():
     with pytest.raises(ValueError, match=r'\(batch, height, width, channels\)'):
         NeighborhoodAttention2D(16, 2, 3)(torch.randn(2, 16, 8, 8, 1))
+
+
+@pytest.mark.parametrize('module, size', [
+    (NeighborhoodAttention1D(8, 2, 3, dilation=2), (5,)),  # padded
+    (NeighborhoodAttention2D(8, 2, 3, dilation=2), (5, 9)),  # height padded
+    (NeighborhoodAttention3D(8, 2, 3, bias=False), (2, 4, 3)),  # depth and width padded
+])
+def test_torchscript_and_fx_as_timm_uses_them(module, size):
+    """timm scripts whole models (the layers' forward is scripted, the op called as Python) and traces
+    them with FX (the layers are leaves), also FX then TorchScript; every way computes the eager output."""
+    from timm.models import create_feature_extractor, get_notrace_modules
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), module).eval()
+    x = torch.randn(2, *size, 8)
+    expected = model(x)
+    scripted = torch.jit.script(model)
+    torch.testing.assert_close(scripted(x), expected)
+    assert type(module) in get_notrace_modules()
+    traced = create_feature_extractor(model, return_nodes=['1'])  # timm's tracer, with its leaf modules
+    assert any(n.op == 'call_module' and n.target == '1' for n in traced.graph.nodes)  # a leaf, not traced through
+    torch.testing.assert_close(traced(x)['1'], expected)
+    torch.testing.assert_close(torch.jit.script(traced)(x)['1'], expected)
+    with pytest.raises(Exception, match=r'expects \(batch, '):
+        scripted(torch.randn(2, 8))

@@ -30,14 +30,14 @@ def test_the_carded_models_are_the_project_entry_points_and_the_reported_timm_mo
     reported = {n for entries in model_cards.load_reported(PATHS).values() for n in entries}
     assert set(models) == own | reported
     assert models['davit_tiny'] == 'davit' and models['halonet_h1'] == 'halonet'
-    assert models['resnet50_cbam'] == 'attention_cnn'
+    assert models['resnet50_cbam'] == 'cnn_attention'
     assert not set(models) & {'davit_large', 'resnet50'}  # timm models nobody reported stay out
 
 
 def test_a_reported_name_that_is_no_model_is_an_error() -> None:
     with pytest.raises(KeyError, match="'davit_tinny'"):
         model_cards.registered_models({'davit': {'davit_tinny': {'weights': {}, 'results': []}}})
-    with pytest.raises(ValueError, match='attention_cnn.json'):
+    with pytest.raises(ValueError, match='cnn_attention.json'):
         model_cards.registered_models({'davit': {'resnet50_cbam': {'weights': {}, 'results': []}}})
 
 

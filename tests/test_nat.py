@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 import visionattn
 from conftest import REPO_ROOT, load_upstream_fixture
-from visionattn.models.nat import NAT, checkpoint_filter_fn
+from visionattn.models.nat import NAT, NATIsotropic, checkpoint_filter_fn, isotropic_from_upstream_kwargs
 
 FIXTURES = ['nat_small_dims', 'dinat_small_dims']
 NAT_VARIANTS = ['nat_mini', 'nat_tiny', 'nat_small', 'nat_base']
@@ -75,6 +75,98 @@ def test_official_key_layout_converts_exactly(variant, upstream_manifests):
     assert params == sum(math.prod(s) for s in upstream_manifests[variant].values())
     if variant in UPSTREAM_PARAMS_M:
         assert round(params / 1e6, 1) == UPSTREAM_PARAMS_M[variant]
+
+
+ISOTROPIC_VARIANTS = {  # classification/isotropic.py: (embed_dim, num_heads, dilation), 12 blocks, kernel 7
+    'nat_isotropic_small': (384, 12, 1), 'dinat_isotropic_small': (384, 12, 2),
+    'nat_isotropic_base': (768, 24, 1), 'dinat_isotropic_base': (768, 24, 2)}
+ISOTROPIC_PARAMS_M = {'small': 22, 'base': 86}  # classification/DiNAT.md, "Isotropic variants"
+
+
+def upstream_isotropic_layout(embed_dim: int, num_heads: int, depth: int = 12, kernel: int = 7, mlp_ratio: int = 4,
+                              patch: int = 16, num_classes: int = 1000) -> dict[str, tuple[int, ...]]:
+    """Keys and shapes of upstream's ``NATIsotropic(...).state_dict()`` (classification/isotropic.py): dinats.py's
+    PatchEmbed (proj conv, norm), ``layers.{i}`` of NATransformerLayer (norm1; NATTEN 0.14's
+    NeighborhoodAttention2D with qkv, rpb, proj; norm2; nat.py's Mlp fc1/fc2), norm, a Linear head; the
+    average pool has no parameters. No manifest of the released files exists in the fixtures, so this
+    restates the modules the upstream constructor builds."""
+    d, hidden = embed_dim, embed_dim * mlp_ratio
+    layout = {'patch_embed.proj.weight': (d, 3, patch, patch), 'patch_embed.proj.bias': (d,),
+              'patch_embed.norm.weight': (d,), 'patch_embed.norm.bias': (d,)}
+    for i in range(depth):
+        layout |= {f'layers.{i}.{k}': shape for k, shape in {
+            'norm1.weight': (d,), 'norm1.bias': (d,),
+            'attn.rpb': (num_heads, 2 * kernel - 1, 2 * kernel - 1),
+            'attn.qkv.weight': (3 * d, d), 'attn.qkv.bias': (3 * d,), 'attn.proj.weight': (d, d), 'attn.proj.bias': (d,),
+            'norm2.weight': (d,), 'norm2.bias': (d,),
+            'mlp.fc1.weight': (hidden, d), 'mlp.fc1.bias': (hidden,), 'mlp.fc2.weight': (d, hidden), 'mlp.fc2.bias': (d,),
+        }.items()}
+    return layout | {'norm.weight': (d,), 'norm.bias': (d,), 'head.weight': (num_classes, d), 'head.bias': (num_classes,)}
+
+
+@pytest.mark.parametrize('variant', sorted(ISOTROPIC_VARIANTS))
+def test_isotropic_official_layout_converts_exactly_through_from_official(variant):
+    embed_dim, num_heads, dilation = ISOTROPIC_VARIANTS[variant]
+    layout = upstream_isotropic_layout(embed_dim, num_heads)
+    upstream_kwargs = dict(embed_dim=embed_dim, num_heads=num_heads, dilation=dilation)  # the rest: upstream defaults
+    with torch.device('meta'):
+        official = {k: torch.empty(shape) for k, shape in layout.items()}
+        model = isotropic_from_upstream_kwargs(**upstream_kwargs)
+        entry_point = timm.create_model(variant)
+    converted = checkpoint_filter_fn(official, model)
+    result = model.load_state_dict(converted, strict=False)
+    assert not result.missing_keys and not result.unexpected_keys
+    assert {k: tuple(v.shape) for k, v in converted.items()} == {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in entry_point.state_dict().items()} == \
+        {k: tuple(v.shape) for k, v in model.state_dict().items()}  # the timm entry point is upstream's model
+    assert [b.attn.dilation for b in entry_point.blocks] == [1 if i % 2 == 0 else dilation for i in range(12)]
+    params = sum(p.numel() for p in entry_point.parameters())
+    assert params == sum(math.prod(s) for s in layout.values())
+    assert round(params / 1e6) == ISOTROPIC_PARAMS_M[variant.split('_')[-1]]
+
+
+def test_isotropic_from_official_loads_values_and_pools_like_upstream():
+    layout = upstream_isotropic_layout(embed_dim=32, num_heads=2, depth=2, kernel=3, num_classes=5)
+    official = {k: torch.randn(shape) for k, shape in layout.items()}
+    model = visionattn.from_official('dinat_isotropic', dict(embed_dim=32, num_heads=2, depth=2, kernel_size=3,
+                                                             num_classes=5), official)
+    torch.testing.assert_close(model.blocks[1].attn.rpb, official['layers.1.attn.rpb'])
+    assert [b.attn.dilation for b in model.blocks] == [1, 2]
+    x = torch.randn(1, 3, 72, 90)  # not multiples of 16: zero-padded at the right/bottom to 80x96, as upstream
+    with torch.no_grad():
+        tokens = model.patch_embed.norm(model.patch_embed.proj(F.pad(x, (0, 6, 0, 8))).permute(0, 2, 3, 1))
+        expected = model.head.fc(model.norm(model.blocks(tokens)).mean((1, 2)))  # norm, then average pool, head
+        torch.testing.assert_close(model(x), expected)
+    with pytest.raises(ValueError, match='VisionTransformerLayer'):
+        visionattn.from_official('nat_isotropic', dict(layer='VisionTransformerLayer'))
+    with pytest.raises(TypeError, match="unknown \\['depths'\\]"):
+        visionattn.from_official('nat_isotropic', dict(depths=[2, 2]))
+
+
+def test_isotropic_features_and_intermediates():
+    kwargs = dict(embed_dim=32, depth=4, num_heads=2, dilations=(1, 2, 1, 2))
+    model = timm.create_model('dinat_isotropic_small', features_only=True, **kwargs).eval()
+    assert model.feature_info.channels() == [32] * 3 and model.feature_info.reduction() == [16] * 3
+    with torch.no_grad():
+        assert [tuple(f.shape) for f in model(torch.randn(1, 3, 64, 80))] == [(1, 32, 4, 5)] * 3
+        classifier = timm.create_model('dinat_isotropic_small', **kwargs).eval()
+        x = torch.randn(1, 3, 64, 64)
+        final, intermediates = classifier.forward_intermediates(x, indices=2)  # the last two blocks
+        torch.testing.assert_close(final, classifier.forward_features(x))
+        torch.testing.assert_close(intermediates[-1].permute(0, 2, 3, 1), classifier.blocks(classifier.patch_embed(x)))
+        torch.testing.assert_close(intermediates[0].permute(0, 2, 3, 1), classifier.blocks[:3](classifier.patch_embed(x)))
+
+
+def test_stage_norms_keyword_and_keys_still_load():
+    fx = load_upstream_fixture('nat_small_dims')
+    with pytest.warns(DeprecationWarning, match='feature_norms'):
+        old = NAT(stage_norms=True, **our_kwargs(fx))
+    assert old.feature_norms is not None and not hasattr(old, 'stage_norms')
+    renamed = {k.replace('feature_norms.', 'stage_norms.'): v for k, v in old.state_dict().items()}  # a pre-rename file
+    new = NAT(feature_norms=True, **our_kwargs(fx))
+    result = new.load_state_dict(checkpoint_filter_fn(renamed, new))
+    assert not result.missing_keys and not result.unexpected_keys
+    torch.testing.assert_close(new.feature_norms[2].weight, old.feature_norms[2].weight)
 
 
 def test_dilations_and_kernels_of_the_official_variants():
@@ -161,22 +253,22 @@ def test_official_dense_prediction_checkpoints_load_with_their_output_norms(tmp_
         # timm features_only (what visionattn.TimmBackbone builds), loading the whole mmdet file
         path = tmp_path / 'mask_rcnn_nat.pth'
         torch.save(checkpoint, path)
-        features = timm.create_model('nat_mini', features_only=True, stage_norms=True, pretrained=True,
+        features = timm.create_model('nat_mini', features_only=True, feature_norms=True, pretrained=True,
                                      pretrained_cfg_overlay=dict(file=str(path)), **our_kwargs(fx)).eval()
         for ours, ref in zip(features(x), expected):
             torch.testing.assert_close(ours, ref)
 
-    with pytest.raises(ValueError, match='stage_norms=True'):
+    with pytest.raises(ValueError, match='feature_norms=True'):
         timm.create_model('nat_mini', features_only=True, pretrained=True,
                           pretrained_cfg_overlay=dict(file=str(path)), **our_kwargs(fx))
 
 
-def test_imagenet_weights_in_a_model_with_stage_norms_start_them_at_identity():
+def test_imagenet_weights_in_a_model_with_feature_norms_start_them_at_identity():
     model, fx = fixture_model('nat_small_dims')
-    with_norms = NAT(stage_norms=True, **our_kwargs(fx))
+    with_norms = NAT(feature_norms=True, **our_kwargs(fx))
     result = with_norms.load_state_dict(checkpoint_filter_fn(fx['state_dict'], with_norms))
     assert not result.missing_keys and not result.unexpected_keys
-    assert all(torch.equal(n.weight, torch.ones_like(n.weight)) for n in with_norms.stage_norms)
+    assert all(torch.equal(n.weight, torch.ones_like(n.weight)) for n in with_norms.feature_norms)
 
 
 def test_in_chans_adapts_the_pretrained_first_conv(tmp_path):
@@ -250,6 +342,8 @@ def test_from_official_reports_bad_arguments_and_mismatched_checkpoints():
 
 CONFIGS = {name: REPO_ROOT / 'configs' / name for name in (
     'nat/nat_tiny_imagenet.py', 'dinat/dinat_tiny_imagenet.py',
+    'nat/nat_isotropic_small_imagenet.py', 'dinat/dinat_isotropic_small_imagenet.py',
+    'nat/nat_isotropic_base_imagenet.py', 'dinat/dinat_isotropic_base_imagenet.py',
     'nat/mask_rcnn_nat_tiny_fpn_3x_coco.py', 'dinat/mask_rcnn_dinat_tiny_fpn_3x_coco.py',
     'nat/upernet_nat_tiny_ade20k.py', 'dinat/upernet_dinat_tiny_ade20k.py')}
 
@@ -264,10 +358,15 @@ def test_configs_carry_the_upstream_recipes(name):
     if 'imagenet' in name:
         assert (cfg.model.model_name, optimizer.lr, optimizer.weight_decay) == (name.split('/')[1][:-len('_imagenet.py')], 1e-3, 0.05)
         assert cfg.train_cfg.max_epochs == 310 and cfg.param_scheduler[1].eta_min == 5e-6
+        if 'isotropic' in name:  # classification/isotropic.py's stochastic depth; EMA and 50 warm-up epochs for base
+            base = 'base' in name
+            assert cfg.model.drop_path_rate == (0.4 if base else 0.1)
+            assert cfg.param_scheduler[0].end == (50 if base else 20)
+            assert any(h.type == 'EMAHook' and h.momentum == 2e-4 for h in cfg.custom_hooks) == base
         return
     check_neck_channels(cfg)
     backbone = cfg.model.backbone
-    assert backbone.model_kwargs.stage_norms and backbone.pretrained is True
+    assert backbone.model_kwargs.feature_norms and backbone.pretrained is True
     if 'mask_rcnn' in name:
         assert (optimizer.lr, optimizer.weight_decay, backbone.drop_path_rate) == (1e-4, 0.05, 0.2)
         assert cfg.train_cfg.max_epochs == 36 and cfg.param_scheduler[1].milestones == [27, 33]
@@ -296,7 +395,7 @@ def test_dinat_segmentation_config_trains_on_the_demo_data(tmp_path):
         cfg[key] = demo[key]
     cfg.model.data_preprocessor = demo.model.data_preprocessor
     cfg.model.backbone.update(model_name='dinat_mini', pretrained=str(weights),
-                              model_kwargs=dict(stage_norms=True, **our_kwargs(fx)))
+                              model_kwargs=dict(feature_norms=True, **our_kwargs(fx)))
     cfg.model.decode_head.update(in_channels=[32, 64, 128, 256], channels=16, norm_cfg=dict(type='BN'))
     cfg.model.auxiliary_head.update(in_channels=128, channels=16, norm_cfg=dict(type='BN'))
     cfg.train_cfg.update(max_iters=2, val_interval=2)

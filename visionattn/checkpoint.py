@@ -224,10 +224,10 @@ _STATE_DICT_KEYS = ('model', 'state_dict', 'model_ema')  # official releases wra
 
 
 def state_dict_from(checkpoint: Any, source: str = 'the checkpoint') -> dict[str, Any]:
-    """The state dict in ``checkpoint``: bare, or wrapped in ``model`` / ``state_dict`` / ``model_ema``.
-
-    A ``module.`` prefix on every key (a model saved inside DataParallel) is removed.
-    """
+    """The state dict in ``checkpoint``: bare, or wrapped in ``model`` / ``state_dict`` / ``model_ema``, with the
+    ``module.`` / ``_orig_mod.`` prefixes of DataParallel and ``torch.compile`` removed (timm's
+    ``clean_state_dict``)."""
+    from timm.models import clean_state_dict
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f'{source} holds a {type(checkpoint).__name__}, not a state dict')
     for key in _STATE_DICT_KEYS:
@@ -239,9 +239,7 @@ def state_dict_from(checkpoint: Any, source: str = 'the checkpoint') -> dict[str
     if not any(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f'{source} holds no tensors (its entries: {sorted(map(str, state))[:8]}); '
                               'it is not a model checkpoint')
-    if state and all(k.startswith('module.') for k in state):
-        state = {k[len('module.'):]: v for k, v in state.items()}
-    return state
+    return clean_state_dict(state)
 
 
 def load_checkpoint_file(path: PathLike) -> dict[str, Any]:

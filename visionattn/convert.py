@@ -19,7 +19,8 @@ from .checkpoint import (describe_checkpoint, load_checkpoint_file, load_state_d
                          write_atomically)
 from .errors import CheckpointError, ConfigError, UnknownNameError
 
-__all__ = ['register_family', 'families', 'convert_state_dict', 'from_official', 'convert_checkpoint']
+__all__ = ['register_family', 'families', 'convert_state_dict', 'from_official', 'convert_checkpoint',
+           'write_hub_dir']
 
 
 @dataclass(frozen=True)
@@ -95,24 +96,32 @@ def _model_from_entry_point(family: str, name: str, model_kwargs: dict[str, Any]
     return model
 
 
-def convert_checkpoint(family: str, source: Path, output: Path, model: Optional[str] = None,
+def convert_checkpoint(family: str, source: Path, output: Optional[Path] = None, model: Optional[str] = None,
                        model_kwargs: Optional[dict[str, Any]] = None,
-                       upstream_kwargs: Optional[dict[str, Any]] = None) -> dict[str, torch.Tensor]:
-    """Convert the official checkpoint ``source`` with ``family``'s filter into ``output`` (safetensors).
+                       upstream_kwargs: Optional[dict[str, Any]] = None,
+                       hub_dir: Optional[Path] = None) -> dict[str, torch.Tensor]:
+    """Convert the official checkpoint ``source`` with ``family``'s filter into ``output`` (safetensors)
+    and/or ``hub_dir`` (timm's hub layout, see :func:`write_hub_dir`).
 
     The architecture comes from a timm entry point (``model`` with ``model_kwargs``) or from the upstream
-    constructor's keyword arguments (``upstream_kwargs``); every tensor must land. Returns the tensors written.
+    constructor's keyword arguments (``upstream_kwargs``; not for ``hub_dir``, whose config must name a timm
+    architecture); every tensor must land. Returns the converted tensors.
     """
     from safetensors.torch import save_file
 
-    source, output = Path(source), Path(output)
+    source = Path(source)
     _family(family)
     if (model is None) == (upstream_kwargs is None):
         raise ConfigError('give exactly one of model (a timm entry point) and upstream_kwargs')
     if model is None and model_kwargs:
         raise ConfigError('model_kwargs go with model; with upstream_kwargs put everything there')
-    if output.suffix != '.safetensors':
+    if output is None and hub_dir is None:
+        raise ConfigError('give an output .safetensors file, a hub folder (hub_dir), or both')
+    if output is not None and Path(output).suffix != '.safetensors':
         raise ConfigError(f'the output must be a .safetensors file, got {output}')
+    if hub_dir is not None and model is None:
+        raise ConfigError('a hub folder names a timm architecture in its config.json: give the timm entry point '
+                          '(model, with model_kwargs for any change of the architecture) instead of upstream_kwargs')
     state_dict = load_checkpoint_file(str(source))
     if model is not None:
         built = _model_from_entry_point(family, model, model_kwargs or {}, state_dict, source)
@@ -122,12 +131,27 @@ def convert_checkpoint(family: str, source: Path, output: Path, model: Optional[
         except (RuntimeError, TypeError, ValueError) as err:
             raise CheckpointError(f'{family} conversion failed: {err}')
     tensors = {k: v.detach().contiguous() for k, v in built.state_dict().items()}
-    metadata = dict(family=family, source=source.name, converted_by='visionattn convert_checkpoint')
-    if model is not None:
-        metadata.update(model=model, model_kwargs=json.dumps(model_kwargs or {}))
-    else:
-        metadata.update(upstream_kwargs=json.dumps(upstream_kwargs))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with write_atomically(output) as partial:
-        save_file(tensors, str(partial), metadata=metadata)
+    if output is not None:
+        metadata = dict(family=family, source=source.name, converted_by='visionattn convert_checkpoint')
+        if model is not None:
+            metadata.update(model=model, model_kwargs=json.dumps(model_kwargs or {}))
+        else:
+            metadata.update(upstream_kwargs=json.dumps(upstream_kwargs))
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        with write_atomically(Path(output)) as partial:
+            save_file(tensors, str(partial), metadata=metadata)
+    if hub_dir is not None:
+        write_hub_dir(built, hub_dir)
     return tensors
+
+
+def write_hub_dir(model: nn.Module, hub_dir: Path) -> None:
+    """Write ``model`` (made by ``timm.create_model``) in timm's hub layout with timm's own ``save_for_hf``:
+    ``config.json`` (architecture, num_classes, the pretrained config and the model's creation arguments)
+    and ``model.safetensors``. ``timm.create_model('local-dir:<hub_dir>', pretrained=True)`` loads it as it
+    is, and the folder can be uploaded to the Hugging Face hub unchanged (``hf-hub:<user>/<repo>``)."""
+    from timm.models import save_for_hf
+
+    if getattr(model, 'pretrained_cfg', None) is None:
+        raise ConfigError('the model has no timm pretrained config: create it with timm.create_model(...)')
+    save_for_hf(model, str(hub_dir), safe_serialization=True)

@@ -20,7 +20,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
 from urllib.parse import urlparse
 
 import torch
@@ -29,6 +29,9 @@ from torch.nn.modules.module import register_module_module_registration_hook
 
 from .checkpoint import (KeyReport, describe_checkpoint, mismatch_message, read_checkpoint, state_dict_from)
 from .errors import CheckpointError, WeightsUnavailableError
+
+if TYPE_CHECKING:
+    from timm.models import PretrainedCfg
 
 __all__ = ['weights_unavailable', 'hub_offline', 'fetching', 'pretrained_location', 'create_model_with_weights',
            'feature_key_forms']
@@ -60,18 +63,28 @@ def _hub_page(hub_id: str) -> str:
     return f'https://huggingface.co/{hub_id.split(":", 1)[-1]}'
 
 
-def pretrained_location(model_name: str, pretrained_cfg_overlay: Optional[dict[str, Any]] = None
-                        ) -> tuple[str, str]:
+def pretrained_location(model_name: str, pretrained_cfg_overlay: Optional[dict[str, Any]] = None,
+                        pretrained_cfg: Union[str, dict[str, Any], PretrainedCfg, None] = None) -> tuple[str, str]:
     """Where timm would fetch ``model_name``'s weights: ``('hf-hub', id)``, ``('url', url)``, ``('local', what)``
-    or ``('none', '')``, following timm's order (state dict, file, hub, URL)."""
+    or ``('none', '')``, following timm's order (state dict, file, hub, URL).
+
+    ``pretrained_cfg``: what ``timm.create_model`` hands an entry point in place of the registry's config (a
+    tag, or the config of a ``local-dir:`` / ``hf-hub:`` folder, whose ``file`` is the folder's weights).
+    """
     from timm.models import get_pretrained_cfg, split_model_name_tag
     if model_name.startswith('hf-hub:'):
         return 'hf-hub', model_name[len('hf-hub:'):]
     if model_name.startswith('local-dir:'):
         return 'local', model_name[len('local-dir:'):]
     architecture, tag = split_model_name_tag(model_name)
-    cfg = get_pretrained_cfg(f'{architecture}.{tag}' if tag else architecture, allow_unregistered=True)
-    settings = dict(cfg.to_dict() if cfg is not None else {}, **(pretrained_cfg_overlay or {}))
+    if isinstance(pretrained_cfg, str):
+        tag, pretrained_cfg = pretrained_cfg, None
+    if pretrained_cfg is None:
+        cfg = get_pretrained_cfg(f'{architecture}.{tag}' if tag else architecture, allow_unregistered=True)
+        given = cfg.to_dict() if cfg is not None else {}
+    else:
+        given = dict(pretrained_cfg) if isinstance(pretrained_cfg, dict) else pretrained_cfg.to_dict()
+    settings = dict(given, **(pretrained_cfg_overlay or {}))
     if settings.get('state_dict') is not None or settings.get('file'):
         return 'local', str(settings.get('file') or 'a state dict')
     if settings.get('hf_hub_id'):
@@ -87,9 +100,11 @@ def _cached_url(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def fetching(model_name: str, pretrained_cfg_overlay: Optional[dict[str, Any]] = None) -> Iterator[None]:
-    """Download failures inside the block (timm's hub or URL loaders) become :func:`weights_unavailable`."""
-    kind, location = pretrained_location(model_name, pretrained_cfg_overlay)
+def fetching(model_name: str, pretrained_cfg_overlay: Optional[dict[str, Any]] = None,
+             pretrained_cfg: Union[str, dict[str, Any], PretrainedCfg, None] = None) -> Iterator[None]:
+    """Download failures inside the block (timm's hub or URL loaders) become :func:`weights_unavailable`
+    (``pretrained_cfg``: as :func:`pretrained_location`)."""
+    kind, location = pretrained_location(model_name, pretrained_cfg_overlay, pretrained_cfg)
     if kind == 'url' and location.startswith(GOOGLE_DRIVE):
         file_id = location[len(GOOGLE_DRIVE):]
         raise weights_unavailable(model_name, location, 'Google Drive answers large files with a confirmation '

@@ -1,6 +1,6 @@
-# Demo: configs/attention_cnn/faster_rcnn_r50_triplet_fpn_1x_coco.py made small for the synthetic COCO
+# Demo: configs/cnn_attention/faster_rcnn_r50_triplet_fpn_1x_coco.py made small for the synthetic COCO
 # stand-in (python tools/make_demo_data.py): a quarter-width ResNet-50 + Triplet (random init), 128px images.
-_base_ = '../attention_cnn/faster_rcnn_r50_triplet_fpn_1x_coco.py'
+_base_ = '../cnn_attention/faster_rcnn_r50_triplet_fpn_1x_coco.py'
 data_root = 'data/demo/coco/'
 model = dict(
     backbone=dict(stem_channels=16, base_channels=16, frozen_stages=-1, norm_eval=False, init_cfg=None),

@@ -1,6 +1,6 @@
-# Demo: configs/attention_cnn/upernet_r50_cbam_ade20k.py made small for the synthetic ADE20K stand-in
+# Demo: configs/cnn_attention/upernet_r50_cbam_ade20k.py made small for the synthetic ADE20K stand-in
 # (python tools/make_demo_data.py): a quarter-width ResNet-50 + CBAM (random init), 128px crops.
-_base_ = '../attention_cnn/upernet_r50_cbam_ade20k.py'
+_base_ = '../cnn_attention/upernet_r50_cbam_ade20k.py'
 data_root = 'data/demo/ade/ADEChallengeData2016'
 crop_size = (128, 128)
 norm_cfg = dict(type='BN', requires_grad=True)

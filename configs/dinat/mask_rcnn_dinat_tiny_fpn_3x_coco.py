@@ -3,4 +3,4 @@
 # Reported 48.6 box AP / 43.5 mask AP.
 _base_ = '../nat/mask_rcnn_nat_tiny_fpn_3x_coco.py'
 model = dict(backbone=dict(model_name='dinat_tiny', model_kwargs=dict(
-    stage_norms=True, dilations=[[1, 28, 1], [1, 7, 1, 14], [1, 3, 1, 5, 1, 7] * 3, [1, 3, 1, 3, 1]])))
+    feature_norms=True, dilations=[[1, 28, 1], [1, 7, 1, 14], [1, 3, 1, 5, 1, 7] * 3, [1, 3, 1, 3, 1]])))

@@ -3,4 +3,4 @@
 # Reported 47.8 mIoU (48.8 multi-scale).
 _base_ = '../nat/upernet_nat_tiny_ade20k.py'
 model = dict(backbone=dict(model_name='dinat_tiny', model_kwargs=dict(
-    stage_norms=True, dilations=[[1, 16, 1], [1, 4, 1, 8], [1, 2, 1, 3, 1, 4] * 3, [1, 2, 1, 2, 1]])))
+    feature_norms=True, dilations=[[1, 16, 1], [1, 4, 1, 8], [1, 2, 1, 3, 1, 4] * 3, [1, 2, 1, 2, 1]])))

@@ -1,6 +1,6 @@
 # Mask R-CNN + FPN + NAT-Tiny on COCO, the official recipe (SHI-Labs/Neighborhood-Attention-Transformer
 # detection/configs/nat/mask_rcnn_nat_tiny_3x_coco.py): ImageNet-1k weights, a LayerNorm on every backbone
-# output (stage_norms, the official backbone's norm0..norm3), stochastic depth 0.2, multi-scale + crop
+# output (feature_norms, the official backbone's norm0..norm3), stochastic depth 0.2, multi-scale + crop
 # training, AdamW lr 1e-4 wd 0.05 without decay on norms and relative positional biases, 36 epochs (steps 27
 # and 33), 16 images per batch (8 GPUs x 2). Upstream trained with mixed precision: add --amp.
 # Reported 47.7 box AP / 42.6 mask AP. The official COCO weights (nat_tiny_maskrcnn.pth) load as the backbone
@@ -11,7 +11,7 @@ _base_ = [
 ]
 model = dict(
     backbone=dict(model_name='nat_tiny', pretrained=True, frozen_stages=-1, norm_eval=False, drop_path_rate=0.2,
-                  model_kwargs=dict(stage_norms=True)),
+                  model_kwargs=dict(feature_norms=True)),
     neck=dict(in_channels=[64, 128, 256, 512]))
 optim_wrapper = dict(
     type='OptimWrapper',

@@ -1,6 +1,6 @@
 # UPerNet + NAT-Tiny on ADE20K, the official recipe (SHI-Labs/Neighborhood-Attention-Transformer
 # segmentation/configs/nat/upernet_nat_tiny_512x512_160k_ade20k.py): ImageNet-1k weights, a LayerNorm on
-# every backbone output (stage_norms), stochastic depth 0.3, 512x512 crops, AdamW lr 6e-5 wd 0.01 without decay
+# every backbone output (feature_norms), stochastic depth 0.3, 512x512 crops, AdamW lr 6e-5 wd 0.01 without decay
 # on norms and relative positional biases, 1500 linear warm-up iterations then poly (power 1) decay over 160k
 # iterations, 16 images per batch (8 GPUs x 2). Upstream trained with mixed precision: add --amp.
 # Reported 47.1 mIoU (48.4 multi-scale).
@@ -11,7 +11,7 @@ _base_ = [
 crop_size = (512, 512)
 model = dict(
     data_preprocessor=dict(size=crop_size),
-    backbone=dict(model_name='nat_tiny', pretrained=True, drop_path_rate=0.3, model_kwargs=dict(stage_norms=True)),
+    backbone=dict(model_name='nat_tiny', pretrained=True, drop_path_rate=0.3, model_kwargs=dict(feature_norms=True)),
     decode_head=dict(in_channels=[64, 128, 256, 512], num_classes=150),
     auxiliary_head=dict(in_channels=256, num_classes=150))
 train_dataloader = dict(batch_size=2)

@@ -13,7 +13,7 @@ module of :mod:`visionattn.layers.cnn_attention` in every block (plus timm's own
   better estimate when other processes share the machine).
 
 :func:`measure_overhead` measures, :func:`render_report` writes the markdown report and
-:func:`update_reported` writes the overheads into ``model_cards/reported/attention_cnn.json``.
+:func:`update_reported` writes the overheads into ``model_cards/reported/cnn_attention.json``.
 """
 from __future__ import annotations
 

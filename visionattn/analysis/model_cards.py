@@ -247,7 +247,7 @@ def configs_by_model(paths: CardPaths) -> dict[str, list[str]]:
 
 def gather(paths: CardPaths) -> tuple[list[Model], dict[str, Any]]:
     """Every carded model with its sources, and the measurements file's content."""
-    from timm.models._registry import get_arch_pretrained_cfgs
+    from timm.models import get_arch_pretrained_cfgs
     reported = load_reported(paths)
     measurements = load_measurements(paths)
     configs = configs_by_model(paths)

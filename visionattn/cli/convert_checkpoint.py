@@ -1,4 +1,4 @@
-"""Convert an official checkpoint of any registered model family into a safetensors file for timm.
+"""Convert an official checkpoint of any registered model family into a safetensors file or a timm hub folder.
 
 The architecture comes either from a timm entry point of the project (``--model``, optionally with
 ``--model-kwargs``) or from the keyword arguments of the upstream constructor (``--upstream-kwargs``,
@@ -13,9 +13,16 @@ stops and names the keys. Examples::
         mask_rcnn_nat_tiny.pth nat_tiny_coco_backbone.safetensors   # an mmdet/mmseg model: its backbone
 
 The output loads with timm's own mechanism (a dense-prediction backbone with ``features_only=True,
-stage_norms=True``, or as ``pretrained=<file>`` of ``visionattn.TimmBackbone``)::
+feature_norms=True``, or as ``pretrained=<file>`` of ``visionattn.TimmBackbone``)::
 
     model = timm.create_model('nat_tiny', pretrained=True, pretrained_cfg_overlay=dict(file='nat_tiny.safetensors'))
+
+``--hub-dir DIR`` (with ``--model``) writes timm's hub layout instead of, or as well as, the file:
+``DIR/config.json`` (architecture, num_classes, pretrained config, the model's arguments) and
+``DIR/model.safetensors``, which load with no further arguments and upload to the Hugging Face hub as they are::
+
+    python tools/convert_checkpoint.py --family nat --model nat_tiny nat_tiny.pth --hub-dir nat_tiny_hub
+    model = timm.create_model('local-dir:nat_tiny_hub', pretrained=True)   # or 'hf-hub:<user>/<repo>'
 
 Families: ``visionattn.families()``. Input: ``.pth``/``.pt`` (read with ``weights_only=True``; bare or
 wrapped in ``model``/``state_dict``) or ``.safetensors``.
@@ -50,7 +57,8 @@ def main(argv: list[str]) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog='\n\n'.join(__doc__.split('\n\n')[1:]))
     parser.add_argument('source', type=Path, help='official checkpoint (.pth/.pt/.safetensors)')
-    parser.add_argument('output', type=Path, help='converted weights (.safetensors)')
+    parser.add_argument('output', type=Path, nargs='?', help='converted weights (.safetensors)')
+    parser.add_argument('--hub-dir', type=Path, help="write timm's hub layout (config.json, model.safetensors) here")
     parser.add_argument('--family', required=True, help=f'model family ({", ".join(visionattn.families())})')
     parser.add_argument('--model', help='timm entry point whose architecture the checkpoint has, e.g. nat_tiny')
     parser.add_argument('--model-kwargs', default='{}', help='JSON keyword arguments for --model')
@@ -58,11 +66,18 @@ def main(argv: list[str]) -> None:
     add_debug_argument(parser)
     args = parser.parse_args(argv)
     upstream = None if args.upstream_kwargs is None else _json_object(args.upstream_kwargs, '--upstream-kwargs')
+    if args.output is None and args.hub_dir is None:
+        parser.error('give the output .safetensors file, --hub-dir DIR, or both')
     tensors = convert_checkpoint(args.family, args.source, args.output, model=args.model,
-                                 model_kwargs=_json_object(args.model_kwargs, '--model-kwargs'), upstream_kwargs=upstream)
+                                 model_kwargs=_json_object(args.model_kwargs, '--model-kwargs'), upstream_kwargs=upstream,
+                                 hub_dir=args.hub_dir)
     params = sum(t.numel() for t in tensors.values())
-    print(f'wrote {args.output}: {len(tensors)} tensors, {params / 1e6:.2f}M values')
-    if args.model:
+    for written in (args.output, args.hub_dir):
+        if written is not None:
+            print(f'wrote {written}: {len(tensors)} tensors, {params / 1e6:.2f}M values')
+    if args.hub_dir:
+        print(f"load it with: timm.create_model('local-dir:{args.hub_dir}', pretrained=True)")
+    if args.model and args.output:
         model_kwargs = json.loads(args.model_kwargs)
         extra = ''.join(f', {k}={v!r}' for k, v in model_kwargs.items())
         classes = f", num_classes={model_kwargs['num_classes']}" if 'num_classes' in model_kwargs else ''

@@ -1,7 +1,7 @@
 """Parameter, multiply-add and CPU latency overhead of CBAM, ELA and Triplet attention on ResNet-50.
 
     python tools/measure_attention_overhead.py --threads 2 --rounds 15 --out benchmarks/attention_overhead_cpu.md \\
-        --update-reported model_cards/reported/attention_cnn.json
+        --update-reported model_cards/reported/cnn_attention.json
 
 What is measured and how: :mod:`visionattn.analysis.attention_overhead`.
 """

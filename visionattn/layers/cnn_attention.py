@@ -9,7 +9,7 @@ returns a tensor of the input's shape, and accepts ``device``/``dtype`` like tim
   biases (the official ``nn.Linear`` layers; timm defaults to none) and the MLP width is
   ``channels // reduction`` (timm rounds). The only remaining difference is the order of the spatial
   gate's two pooled maps ([mean, max] in timm, [max, mean] officially), a permutation of the 7x7
-  conv's input channels that :mod:`visionattn.models.attention_cnn` applies when it converts weights.
+  conv's input channels that :mod:`visionattn.models.cnn_attention` applies when it converts weights.
 - :class:`ELA` (Xu & Wan 2024, arXiv 2403.01123) is written here because timm's
   ``EfficientLocalAttn`` is a different module (see :class:`ELA`); timm's is offered too, as
   :class:`TimmELA` (``'ela_timm'``).
@@ -181,7 +181,7 @@ class TripletAttention(nn.Module):
         gates = [g / len(gates) for g in gates]  # the branches' mean, divided on the small gate maps
         scale = gates[0] + gates[1]  # broadcasts to (B, C, H, W)
         if len(gates) == 3:
-            scale.add_(gates[2])
+            scale = scale + gates[2]  # not in place: FX graphs drop the result-less add_ (and the hw branch with it)
         return x * scale
 
 

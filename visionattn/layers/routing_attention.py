@@ -27,12 +27,15 @@ The module exports to ONNX (``torch.onnx.export(module, args, dynamo=True)``): d
 attention runs upstream's gather formulation and the routing's top-k becomes ONNX ``TopK``. Empty
 batches pass (empty output and gradients), and a NaN in one input token reaches only that token, the
 tokens whose routed regions hold it and its LePE neighbourhood (see :mod:`visionattn.ops.routing`).
-"""
-from __future__ import annotations
 
+For timm's FX feature extraction the module is a leaf (``register_notrace_module``: padding and the
+op's argument checks depend on shapes), and under TorchScript the op is called as Python
+(``torch.jit.ignore``), so scripted models run it.
+"""
 from typing import Optional
 
 import torch
+from timm.layers import register_notrace_module
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -43,6 +46,7 @@ __all__ = ['BiLevelRoutingAttention', 'PAD_MODES']
 PAD_MODES = ('upstream', 'masked')
 
 
+@register_notrace_module
 class BiLevelRoutingAttention(nn.Module):
     """Bi-level routing attention over a ``(batch, height, width, dim)`` map (BiFormer's ``bra_legacy``).
 
@@ -58,8 +62,10 @@ class BiLevelRoutingAttention(nn.Module):
     """
 
     def __init__(self, dim: int, num_heads: int, n_win: int = 7, topk: int = 4, qk_dim: Optional[int] = None,
-                 qk_scale: Optional[float] = None, side_dwconv: int = 5, pad_mode: str = 'upstream') -> None:
+                 qk_scale: Optional[float] = None, side_dwconv: int = 5, pad_mode: str = 'upstream',
+                 device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None) -> None:
         super().__init__()
+        dd = dict(device=device, dtype=dtype)
         qk_dim = qk_dim or dim
         if qk_dim % num_heads or dim % num_heads:
             raise ValueError(f'BiLevelRoutingAttention: qk_dim ({qk_dim}) and dim ({dim}) must be divisible by '
@@ -75,35 +81,39 @@ class BiLevelRoutingAttention(nn.Module):
         self.dim, self.qk_dim, self.num_heads = dim, qk_dim, num_heads
         self.n_win, self.topk, self.pad_mode = n_win, topk, pad_mode
         self.scale = qk_scale or qk_dim ** -0.5
-        self.qkv = nn.Linear(dim, 2 * qk_dim + dim)
-        self.lepe = nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim) if side_dwconv else None
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = nn.Linear(dim, 2 * qk_dim + dim, **dd)
+        self.lepe = nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim, **dd) \
+            if side_dwconv else None
+        self.proj = nn.Linear(dim, dim, **dd)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[-1] != self.dim:
             raise ValueError(f'BiLevelRoutingAttention expects (batch, height, width, {self.dim}), got '
-                             f'{tuple(x.shape)}')
+                             f'{list(x.shape)}')
         height, width = x.shape[1:3]
         pad_h, pad_w = -height % self.n_win, -width % self.n_win
         if pad_h or pad_w:
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
         q, k, v = self.qkv(x).split([self.qk_dim, self.qk_dim, self.dim], dim=-1)
-        token_mask = None
+        token_mask: Optional[Tensor] = None
         if self.pad_mode == 'masked' and (pad_h or pad_w):
             token_mask = torch.zeros(1, height + pad_h, width + pad_w, dtype=torch.bool, device=x.device)
             token_mask[:, :height, :width] = True
             v_for_lepe = v[:, :height, :width]  # the conv's own zero padding stands in for the padded tokens
         else:
             v_for_lepe = v
-        heads = self.num_heads
-        out = bi_level_routing_attention(q.unflatten(-1, (heads, -1)), k.unflatten(-1, (heads, -1)),
-                                         v.unflatten(-1, (heads, -1)), self.n_win, self.topk, self.scale,
-                                         token_mask)
-        out = out.flatten(-2)[:, :height, :width]
+        out = self._attend(q, k, v, token_mask).flatten(-2)[:, :height, :width]
         if self.lepe is not None:
             lepe = self.lepe(v_for_lepe.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
             out = out + lepe[:, :height, :width]
         return self.proj(out)
+
+    @torch.jit.ignore
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, token_mask: Optional[Tensor]) -> Tensor:
+        heads = self.num_heads
+        return bi_level_routing_attention(q.unflatten(-1, (heads, -1)), k.unflatten(-1, (heads, -1)),
+                                          v.unflatten(-1, (heads, -1)), self.n_win, self.topk, self.scale,
+                                          token_mask)
 
     def extra_repr(self) -> str:
         return (f'num_heads={self.num_heads}, qk_dim={self.qk_dim}, n_win={self.n_win}, topk={self.topk}, '

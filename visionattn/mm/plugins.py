@@ -25,7 +25,7 @@ from mmcv.cnn.bricks.plugin import infer_abbr
 from torch import nn
 
 from visionattn.layers.cnn_attention import CBAM, ELA, TimmELA, TripletAttention
-from visionattn.models.attention_cnn import checkpoint_filter_fn
+from visionattn.models.cnn_attention import checkpoint_filter_fn
 from visionattn.registry import MODELS
 
 __all__ = ['resnet_to_openmmlab']
@@ -41,7 +41,7 @@ def resnet_to_openmmlab(state_dict: dict[str, Any], model: nn.Module) -> dict[st
 
     Args:
         state_dict: the timm model's state dict, or an official CBAM / Triplet ResNet checkpoint
-            (converted by :func:`visionattn.models.attention_cnn.checkpoint_filter_fn`).
+            (converted by :func:`visionattn.models.cnn_attention.checkpoint_filter_fn`).
         model: the timm model the weights belong to (``timm.create_model('resnet50_triplet')``);
             its attention class names the plug-in.
 

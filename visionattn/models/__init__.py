@@ -1,2 +1,2 @@
 """timm model families of visionattn: importing this package registers their entry points in timm."""
-from . import attention_cnn, biformer, halonet, nat  # noqa: F401
+from . import biformer, cnn_attention, halonet, nat  # noqa: F401

@@ -29,8 +29,6 @@ and so by ``features_only``), so checkpoints trained with upstream's mmdet/mmseg
 included: ``timm.create_model('biformer_small', features_only=True, n_win=8, feature_norms=True,
 pretrained=True, pretrained_cfg_overlay=dict(file='upernet_biformer_small.pth'))``.
 """
-from __future__ import annotations
-
 import logging
 import os
 import re
@@ -38,12 +36,13 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, LayerScale, Mlp, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
-from timm.models._hub import download_cached_file, get_cache_dir
-from timm.models._builder import resolve_pretrained_cfg
+from timm.layers import (ClassifierHead, DropPath, LayerNorm2d, LayerScale, Mlp, calculate_drop_path_rates,
+                         get_device_dtype, is_meta_device, trunc_normal_)
+from timm.models import (build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model,
+                         resolve_pretrained_cfg)
+from timm.models._features import feature_take_indices  # no public name; timm's own models import it from here
 from torch import Tensor, nn
+from torch.hub import download_url_to_file, get_dir
 from torch.nn import functional as F
 
 from ..checkpoint import load_checkpoint_file, state_dict_from
@@ -74,14 +73,17 @@ class GlobalAttention(nn.Module):
     conv on the block's normalised input rather than on V.
     """
 
-    def __init__(self, dim: int, num_heads: int = _GLOBAL_HEADS, side_dwconv: int = 5) -> None:
+    def __init__(self, dim: int, num_heads: int = _GLOBAL_HEADS, side_dwconv: int = 5,
+                 device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None) -> None:
         super().__init__()
+        dd = dict(device=device, dtype=dtype)
         if dim % num_heads:
             raise ValueError(f'GlobalAttention: dim ({dim}) must be divisible by num_heads ({num_heads})')
         self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
-        self.proj = nn.Linear(dim, dim)
-        self.lepe = nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim) if side_dwconv else None
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False, **dd)
+        self.proj = nn.Linear(dim, dim, **dd)
+        self.lepe = nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim, **dd) \
+            if side_dwconv else None
 
     def forward(self, x: Tensor) -> Tensor:
         batch, height, width, dim = x.shape
@@ -100,27 +102,29 @@ class BiFormerBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, topk: int, n_win: int = 7, qk_dim: Optional[int] = None,
                  qk_scale: Optional[float] = None, mlp_ratio: float = 3.0, side_dwconv: int = 5,
                  before_attn_dwconv: int = 3, layer_scale_init_value: Optional[float] = None,
-                 drop_path: float = 0.0, pad_mode: str = 'upstream') -> None:
+                 drop_path: float = 0.0, pad_mode: str = 'upstream', device: Optional[torch.device] = None,
+                 dtype: Optional[torch.dtype] = None) -> None:
         super().__init__()
+        dd = dict(device=device, dtype=dtype)
         if before_attn_dwconv not in (0, 3):
             # upstream builds this conv with padding=1 whatever the kernel, so only 3 keeps the map size
             raise ValueError(f'BiFormerBlock: before_attn_dwconv must be 3 or 0 (none), got {before_attn_dwconv}')
-        self.pos_embed = nn.Conv2d(dim, dim, 3, padding=1, groups=dim) if before_attn_dwconv else None
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.pos_embed = nn.Conv2d(dim, dim, 3, padding=1, groups=dim, **dd) if before_attn_dwconv else None
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6, **dd)
         if topk > 0:
             self.attn = BiLevelRoutingAttention(dim, num_heads, n_win=n_win, topk=topk, qk_dim=qk_dim,
-                                                qk_scale=qk_scale, side_dwconv=side_dwconv, pad_mode=pad_mode)
+                                                qk_scale=qk_scale, side_dwconv=side_dwconv, pad_mode=pad_mode, **dd)
         elif topk in (-1, -2):
-            self.attn = GlobalAttention(dim, side_dwconv=side_dwconv if topk == -2 else 0)
+            self.attn = GlobalAttention(dim, side_dwconv=side_dwconv if topk == -2 else 0, **dd)
         else:
             raise ValueError(f'BiFormerBlock: topk must be > 0 (routing attention), -1 (global attention) or -2 '
                              f'(global attention with LePE), got {topk}; upstream\'s topk=0 conv stand-in of its '
                              'ablations is not supported')
-        self.ls1 = LayerScale(dim, layer_scale_init_value) if layer_scale_init_value else nn.Identity()
+        self.ls1 = LayerScale(dim, layer_scale_init_value, **dd) if layer_scale_init_value else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(mlp_ratio * dim), act_layer=nn.GELU)
-        self.ls2 = LayerScale(dim, layer_scale_init_value) if layer_scale_init_value else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6, **dd)
+        self.mlp = Mlp(dim, int(mlp_ratio * dim), act_layer=nn.GELU, **dd)
+        self.ls2 = LayerScale(dim, layer_scale_init_value, **dd) if layer_scale_init_value else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -135,11 +139,13 @@ class BiFormerStage(nn.Module):
     """Optional stride-2 conv + BatchNorm downsampling, then BiFormer blocks (NCHW in and out)."""
 
     def __init__(self, in_dim: int, dim: int, depth: int, downsample: bool, drop_path_rates: Sequence[float],
+                 device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None,
                  **block_kwargs: Any) -> None:
         super().__init__()
-        self.downsample = nn.Sequential(nn.Conv2d(in_dim, dim, 3, stride=2, padding=1),
-                                        nn.BatchNorm2d(dim)) if downsample else nn.Identity()
-        self.blocks = nn.Sequential(*[BiFormerBlock(dim, drop_path=drop_path_rates[i], **block_kwargs)
+        dd = dict(device=device, dtype=dtype)
+        self.downsample = nn.Sequential(nn.Conv2d(in_dim, dim, 3, stride=2, padding=1, **dd),
+                                        nn.BatchNorm2d(dim, **dd)) if downsample else nn.Identity()
+        self.blocks = nn.Sequential(*[BiFormerBlock(dim, drop_path=drop_path_rates[i], **block_kwargs, **dd)
                                       for i in range(depth)])
         self.grad_checkpointing = False
 
@@ -176,6 +182,7 @@ class BiFormer(nn.Module):
             applied to the maps ``forward_intermediates`` / ``features_only`` return.
         drop_rate: dropout before the classifier.
         drop_path_rate: stochastic depth, linearly increasing over all blocks.
+        device, dtype: where and in which dtype the parameters are created (timm's factory keywords).
     """
 
     def __init__(self, in_chans: int = 3, num_classes: int = 1000, global_pool: str = 'avg',
@@ -185,8 +192,10 @@ class BiFormer(nn.Module):
                  topks: Sequence[int] = (1, 4, 16, -2), side_dwconv: int = 5, before_attn_dwconv: int = 3,
                  qk_scale: Optional[float] = None, layer_scale_init_value: Optional[float] = None,
                  pad_mode: str = 'upstream', feature_norms: bool = False, drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0) -> None:
+                 drop_path_rate: float = 0.0, device: Optional[torch.device] = None,
+                 dtype: Optional[torch.dtype] = None) -> None:
         super().__init__()
+        dd = dict(device=device, dtype=dtype)
         num_stages = len(depths)
         embed_dims = _per_stage(embed_dims, 'embed_dims', num_stages)
         qk_dims = _per_stage(qk_dims if qk_dims is not None else embed_dims, 'qk_dims', num_stages)
@@ -196,17 +205,18 @@ class BiFormer(nn.Module):
         if pad_mode not in PAD_MODES:
             raise ValueError(f'BiFormer: pad_mode must be one of {PAD_MODES}, got {pad_mode!r}')
         self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.global_pool = global_pool
         self.num_features = self.head_hidden_size = embed_dims[-1]
 
         self.stem = nn.Sequential(
-            nn.Conv2d(in_chans, embed_dims[0] // 2, 3, stride=2, padding=1),
-            nn.BatchNorm2d(embed_dims[0] // 2),
+            nn.Conv2d(in_chans, embed_dims[0] // 2, 3, stride=2, padding=1, **dd),
+            nn.BatchNorm2d(embed_dims[0] // 2, **dd),
             nn.GELU(),
-            nn.Conv2d(embed_dims[0] // 2, embed_dims[0], 3, stride=2, padding=1),
-            nn.BatchNorm2d(embed_dims[0]),
+            nn.Conv2d(embed_dims[0] // 2, embed_dims[0], 3, stride=2, padding=1, **dd),
+            nn.BatchNorm2d(embed_dims[0], **dd),
         )
-        total = sum(depths)
-        rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]  # torch.linspace, on any device
+        rates = calculate_drop_path_rates(drop_path_rate, sum(depths))  # per block, increasing linearly
         self.stages = nn.Sequential()
         self.feature_info = []
         for i in range(num_stages):
@@ -216,12 +226,13 @@ class BiFormer(nn.Module):
                 drop_path_rates=rates[start:start + depths[i]], num_heads=qk_dims[i] // head_dim, topk=topks[i],
                 n_win=n_win, qk_dim=qk_dims[i], qk_scale=qk_scale, mlp_ratio=mlp_ratios[i],
                 side_dwconv=side_dwconv, before_attn_dwconv=before_attn_dwconv,
-                layer_scale_init_value=layer_scale_init_value, pad_mode=pad_mode))
+                layer_scale_init_value=layer_scale_init_value, pad_mode=pad_mode, **dd))
             self.feature_info.append(dict(num_chs=embed_dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
-        self.feature_norms = nn.ModuleList(LayerNorm2d(d) for d in embed_dims) if feature_norms else None
-        self.norm = nn.BatchNorm2d(self.num_features)
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
-        self.apply(self._init_weights)
+        self.feature_norms = nn.ModuleList(LayerNorm2d(d, **dd) for d in embed_dims) if feature_norms else None
+        self.norm = nn.BatchNorm2d(self.num_features, **dd)
+        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+        if not is_meta_device(device):  # meta tensors hold no values; their init only costs time
+            self.apply(self._init_weights)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -255,8 +266,12 @@ class BiFormer(nn.Module):
         return self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """A new classifier (0: none) on the model's device and dtype; ``global_pool`` None keeps the pooling."""
         self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool)
+        self.head.reset(num_classes, pool_type=global_pool, in_features=self.num_features, **get_device_dtype(self))
+        self.head_hidden_size = self.head.num_features
+        if global_pool is not None:
+            self.global_pool = global_pool
 
     def forward_intermediates(self, x: Tensor, indices: Optional[Union[int, list[int]]] = None, norm: bool = False,
                               stop_early: bool = False, output_fmt: str = 'NCHW',
@@ -305,8 +320,7 @@ class BiFormer(nn.Module):
         if prune_end:
             self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
         if prune_head or prune_end:
-            self.head = ClassifierHead(self.num_features, 0, pool_type='')  # sized for the kept features
-            self.num_classes = 0
+            self.reset_classifier(0, '')
         return take_indices
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -454,7 +468,7 @@ def _official_weights(variant: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 
     timm would cache all three files under the URL's last path part (``content``) and would take
     ``model_ema`` over ``model`` from a training checkpoint; upstream loads ``checkpoint['model']``
-    from ``<variant>_in1k.pth``, and so does this.
+    from ``<variant>_in1k.pth``, and so does this (torch's hub cache, where timm keeps its downloads).
     """
     overlay = dict(kwargs.get('pretrained_cfg_overlay') or {})
     cfg = resolve_pretrained_cfg(variant, pretrained_cfg=kwargs.get('pretrained_cfg'), pretrained_cfg_overlay=overlay)
@@ -464,13 +478,16 @@ def _official_weights(variant: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     file_name = f"{variant.split('.')[0]}_in1k.pth"
     by_hand = (f'{file_name} from the OneDrive folder linked in the README of rayleizhu/BiFormer, '
                f'{_ONEDRIVE_FOLDER}; its direct links have broken before, upstream issues #15, #53')
-    if hub_offline() and not os.path.isfile(os.path.join(get_cache_dir(), file_name)):
-        raise weights_unavailable(variant, url, f'HF_HUB_OFFLINE=1 is set and {file_name} is not in the local cache '
-                                  f'{get_cache_dir()}', by_hand=by_hand)
-    try:
-        path = download_cached_file((url, file_name), check_hash=False)
-    except OSError as err:  # URLError and HTTPError are OSErrors
-        raise weights_unavailable(variant, url, f'{type(err).__name__}: {err}', by_hand=by_hand) from err
+    path = os.path.join(get_dir(), 'checkpoints', file_name)
+    if not os.path.isfile(path):
+        if hub_offline():
+            raise weights_unavailable(variant, url, f'HF_HUB_OFFLINE=1 is set and {file_name} is not in the local '
+                                      f'cache {os.path.dirname(path)}', by_hand=by_hand)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            download_url_to_file(url, path, progress=False)
+        except OSError as err:  # URLError and HTTPError are OSErrors
+            raise weights_unavailable(variant, url, f'{type(err).__name__}: {err}', by_hand=by_hand) from err
     return dict(kwargs, pretrained_cfg_overlay=dict(overlay, state_dict=load_checkpoint_file(path)))
 
 

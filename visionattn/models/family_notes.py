@@ -43,7 +43,7 @@ NO_CLINICAL_USE = ('No model of this project has been validated for clinical use
                    'population and scanner.')
 
 FAMILY_NOTES: dict[str, FamilyNotes] = {
-    'attention_cnn': FamilyNotes(
+    'cnn_attention': FamilyNotes(
         title='Attention-augmented CNNs (CBAM, ELA, Triplet)',
         paper='see the registry metadata of each model',
         summary=(
@@ -162,9 +162,12 @@ FAMILY_NOTES: dict[str, FamilyNotes] = {
             'k x k tokens around it (the window shifts inward at the borders, so every token has k*k keys), with '
             'relative positional bias. DiNAT alternates plain and dilated neighbourhoods (dilation d spreads the '
             'window over a k*d span) for a larger receptive field at the same cost. Convolutional tokenizer and '
-            'downsamplers.'),
+            'downsamplers. The isotropic variants (nat_isotropic_*, dinat_isotropic_*; DiNAT paper) are ViT-like '
+            'instead: a 16x16 patch embedding and 12 blocks at stride 16 without downsampling, DiNAT-iso '
+            'alternating dilation 1 and 2.'),
         limits=(
-            'ImageNet classification and backbone for detection/segmentation. The official checkpoints were '
+            'ImageNet classification and backbone for detection/segmentation (the isotropic variants: ImageNet-1k '
+            'classification only upstream, one stride-16 map for features). The official checkpoints were '
             'trained with NATTEN 0.14-0.17 (relative positional bias), which current NATTEN no longer ships; '
             'here they run on the project\'s own operator (Triton on CUDA, PyTorch on CPU) with the same '
             'semantics.',),

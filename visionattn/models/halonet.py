@@ -117,7 +117,7 @@ def _cfg(variant: str) -> dict[str, Any]:
         'url': '', 'num_classes': 1000, 'input_size': (3, side, side), 'pool_size': (side // 32, side // 32),
         'min_input_size': (3, multiple, multiple), 'crop_pct': 0.95, 'interpolation': 'bicubic',
         'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'stem.conv', 'classifier': 'head.fc',
+        'first_conv': 'stem.conv1.conv', 'classifier': 'head.fc',
         'license': 'apache-2.0', 'paper_ids': 'arXiv:2103.12731',
         'paper_name': 'Scaling Local Self-Attention for Parameter Efficient Visual Backbones',
         'origin_url': 'https://arxiv.org/abs/2103.12731', 'notes': tuple(notes),

@@ -41,6 +41,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
+from visionattn.checkpoint import state_dict_from
 from visionattn.convert import register_family
 from visionattn.layers.cnn_attention import TripletAttention, get_cnn_attention
 from visionattn.weights import GOOGLE_DRIVE, fetching
@@ -53,14 +54,22 @@ def _attention(name: str, attn_kwargs: dict[str, Any] | None) -> Callable[..., n
     return partial(get_cnn_attention(name), **(attn_kwargs or {}))
 
 
+def _timm_network(base: str, **kwargs: Any) -> nn.Module:
+    """timm's network ``base``, built by its entry point rather than ``timm.create_model``: create_model
+    records its arguments as the model's reconstruction arguments (``_model_args``, which timm's hub
+    export writes into ``config.json``), and those of the inner network (the attention module as a Python
+    callable in ``block_args``) neither serialize nor rebuild the project's model."""
+    return timm.models.model_entrypoint(base)(pretrained=False, **kwargs)
+
+
 def _resnet_with_attention(base: str, attn_layer: Callable[..., nn.Module], **kwargs: Any) -> nn.Module:
     block_args = dict(kwargs.pop('block_args', None) or {}, attn_layer=attn_layer)
-    return timm.create_model(base, pretrained=False, block_args=block_args, **kwargs)
+    return _timm_network(base, block_args=block_args, **kwargs)
 
 
 def _mobilenetv2_with_attention(attn_layer: Callable[..., nn.Module], after_projection: bool,
                                 **kwargs: Any) -> nn.Module:
-    model = timm.create_model('mobilenetv2_100', pretrained=False, **kwargs)
+    model = _timm_network('mobilenetv2_100', **kwargs)
     for stage in model.blocks:
         for block in stage:
             ref = block.conv_dw.weight
@@ -81,7 +90,8 @@ def _with_attn_default(kwargs: dict[str, Any], key: str, value: Any) -> dict[str
 
 def _create(variant: str, pretrained: bool, model_fn: Callable[..., nn.Module], **kwargs: Any) -> nn.Module:
     # Google Drive downloads are refused up front, with the way to load the file instead (visionattn.weights)
-    with fetching(variant, kwargs.get('pretrained_cfg_overlay')) if pretrained else contextlib.nullcontext():
+    with fetching(variant, kwargs.get('pretrained_cfg_overlay'), kwargs.get('pretrained_cfg')) if pretrained \
+            else contextlib.nullcontext():
         return build_model_with_cfg(model_fn, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
                                     **kwargs)
 
@@ -175,12 +185,10 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: nn.Module) -> dict[s
     """Convert an official CBAM / Triplet checkpoint (ResNet or MobileNetV2) to these models.
 
     Accepts the released training checkpoints as they are (``{'state_dict': ..., 'optimizer': ...}``,
-    ``module.`` prefixes from DataParallel); state dicts already in this layout pass unchanged.
+    ``module.`` prefixes from DataParallel: :func:`visionattn.checkpoint.state_dict_from`); state dicts
+    already in this layout pass unchanged.
     """
-    for wrapper in ('state_dict', 'model'):
-        if isinstance(state_dict.get(wrapper), dict):
-            state_dict = state_dict[wrapper]
-    state_dict = {k.removeprefix('module.'): v for k, v in state_dict.items()}
+    state_dict = state_dict_from(state_dict)
     if 'features.0.0.weight' in state_dict:
         out = _mobilenetv2_from_official(state_dict, model)
     else:
