@@ -45,7 +45,8 @@ memory-bound; the backward adds the same per K block (dQ) and per Q and dO block
 larger baseline, ~5-10 %.
 
 Tile configurations: :func:`tile_candidates` generates a small ``triton.autotune`` space per kernel
-and problem (autotuned on the first call per problem on a GPU; a cost model can prune the list); under
+and problem, which the tile-level cost model (``visionattn.analysis.cost_model``) prunes
+(:func:`tuning_candidates`) before it is autotuned on the first call per problem on a GPU; under
 Triton's CPU interpreter one fixed configuration runs (:func:`interpreter_tile`), and index arithmetic
 runs in int64 there (the interpreter checks each int32 operation for overflow, which doubles its cost).
 """
@@ -62,8 +63,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-__all__ = ['KINDS', 'Problem', 'TileConfig', 'forward', 'backward', 'tile_candidates', 'interpreter_tile',
-           'window_bounds']
+__all__ = ['KINDS', 'Problem', 'TileConfig', 'forward', 'backward', 'tile_candidates', 'tuning_candidates',
+           'interpreter_tile', 'window_bounds']
 
 _LOG2E = 1.4426950408889634
 
@@ -532,8 +533,8 @@ def tile_candidates(problem: Problem, kind: str) -> list[TileConfig]:
     the fewest computed logits per owned position (the box it walks, from the window rule; tiles hold
     whole stride groups), and for each the chunk shapes of 32 and 64 lanes that cover that box with the
     fewest padded positions; launched with num_warps / num_stages (4, 2) for 16 lanes, (4, 2) and
-    (4, 3) for 32, (4, 3) and (8, 3) for 64. At most 10 configurations, no duplicates. A tile-level cost
-    model prunes this list (it is a plain list: filter it before it reaches the autotuner).
+    (4, 3) for 32, (4, 3) and (8, 3) for 64. At most 10 configurations, no duplicates; the cost model
+    prunes them (:func:`tuning_candidates`).
     """
     if kind not in KINDS:
         raise ValueError(f'tile_candidates: kind must be one of {KINDS}, got {kind!r}')
@@ -570,6 +571,15 @@ _TUNING_KEY = ['X', 'Y', 'Z', 'head_dim', 'kern_x', 'kern_y', 'kern_z', 'dil_x',
 _KERNELS = {'forward': _forward_kernel, 'dq': _backward_dq_kernel, 'dkdv': _backward_dkdv_kernel}
 
 
+@functools.lru_cache(maxsize=1024)
+def tuning_candidates(problem: Problem, name: str) -> tuple[TileConfig, ...]:
+    """What kernel ``name`` ('forward', 'dq' or 'dkdv') is autotuned over: :func:`tile_candidates`
+    pruned by the tile-level cost model (``visionattn.analysis.cost_model.prune_tiles``: candidates far
+    worse than the best in computed FLOPs or bytes never reach the autotuner), per problem."""
+    from visionattn.analysis.cost_model import prune_tiles
+    return tuple(prune_tiles(problem, name, tile_candidates(problem, 'dkdv' if name == 'dkdv' else 'forward')))
+
+
 @functools.lru_cache(maxsize=None)
 def _autotuned(name: str, configs: tuple[TileConfig, ...]):
     """Kernel ``name`` autotuned over ``configs``, keyed on the problem (the tensors' dtypes join the key)."""
@@ -579,7 +589,7 @@ def _autotuned(name: str, configs: tuple[TileConfig, ...]):
 
 def _launch(name: str, problem: Problem, batch: int, heads: int, interpreted: bool, tile: Optional[TileConfig],
             *args, **constants) -> None:
-    """Run kernel ``name`` with ``tile``, else autotuned over :func:`tile_candidates` (compiled) or with
+    """Run kernel ``name`` with ``tile``, else autotuned over :func:`tuning_candidates` (compiled) or with
     :func:`interpreter_tile` (interpreted)."""
     kind = 'dkdv' if name == 'dkdv' else 'forward'
     tiled = 'BLOCK_K' if kind == 'dkdv' else 'BLOCK_Q'
@@ -590,7 +600,7 @@ def _launch(name: str, problem: Problem, batch: int, heads: int, interpreted: bo
         return tiles * batch, heads
 
     if tile is None and not interpreted:
-        _autotuned(name, tuple(tile_candidates(problem, kind)))[grid](*args, **constants)
+        _autotuned(name, tuning_candidates(problem, name))[grid](*args, **constants)
         return
     tile = tile or interpreter_tile(problem, kind)
     _KERNELS[name][grid](*args, **constants, **tile.kwargs(), num_warps=tile.num_warps, num_stages=tile.num_stages)

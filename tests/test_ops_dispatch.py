@@ -66,3 +66,46 @@ def test_ops_consult_the_table(monkeypatch):
             na2d(q, q, q, 3)
         with pytest.raises(UnsupportedBackendError, match="cannot run bra here"):
             bra_attention(q, q, q, index, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# 'auto' on CUDA: the faster of 'triton' and 'flex' from a measured table (issue 17 item 4)
+# ---------------------------------------------------------------------------------------------
+
+def write_table(path, ops) -> str:
+    import json
+    path.write_text(json.dumps({'device': 'synthetic', 'ops': ops}))
+    return str(path)
+
+
+def test_auto_on_cuda_follows_the_measured_table(tmp_path, monkeypatch):
+    cuda, half = torch.device('cuda'), torch.float16
+    monkeypatch.setenv('VISIONATTN_AUTO_TABLE', write_table(tmp_path / 'auto.json', {
+        'na': {'triton': 2.0, 'flex': 1.5}, 'bra': {'triton': 1.0, 'flex': 3.0}}))
+    assert dispatch.auto_backend('na', cuda, half, 32) == 'flex'
+    assert dispatch.auto_backend('bra', cuda, half, 32) == 'triton'
+    assert dispatch.auto_backend('bra', cuda, half, 256) == 'flex'  # the faster one cannot run it: the next
+    assert dispatch.auto_backend('na', cuda, torch.float64, 32) == 'torch'  # neither can
+    assert dispatch.auto_backend('na', torch.device('cpu'), torch.float32, 32) == 'torch'  # CPU: no table
+    assert select_backend('na', 'auto', torch.zeros(1, 4, 4, 2, 8)) == 'torch'
+
+
+def test_auto_on_cuda_without_a_measurement_runs_triton(tmp_path):
+    cuda, half = torch.device('cuda'), torch.float16
+    assert dispatch.auto_backend('na', cuda, half, 32, table={}) == 'triton'  # no table committed
+    table = dispatch.load_auto_table(write_table(tmp_path / 'auto.json', {
+        'na': {'triton': None, 'flex': 1.0}, 'bra': {'triton': 2.0, 'flex': None}}))
+    assert dispatch.auto_order('na', 'cuda', table) == ('flex', 'triton', 'torch')  # triton failed there
+    assert dispatch.auto_order('bra', 'cuda', table) == ('triton', 'flex', 'torch')
+    assert dispatch.auto_order('other', 'cuda', table) == ('triton', 'torch')  # not measured: the default
+
+
+def test_a_bad_measured_table_is_a_user_error(tmp_path):
+    from visionattn.errors import ConfigError, MissingFileError
+    with pytest.raises(MissingFileError, match='does not exist'):
+        dispatch.load_auto_table(tmp_path / 'none.json')
+    (tmp_path / 'broken.json').write_text('{"ops": ')
+    with pytest.raises(ConfigError, match='not readable JSON'):
+        dispatch.load_auto_table(tmp_path / 'broken.json')
+    with pytest.raises(ConfigError, match='must hold'):
+        dispatch.load_auto_table(write_table(tmp_path / 'odd.json', {'na': {'triton': 'fast'}}))

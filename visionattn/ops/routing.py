@@ -568,7 +568,7 @@ def _flex_block_mask(region_index: Tensor, key_valid: Tensor):
 def _compiled_flex_attention():
     """FlexAttention compiled once per process (uncompiled, it materialises every score)."""
     from torch.nn.attention.flex_attention import flex_attention
-    return torch.compile(flex_attention)
+    return torch.compile(flex_attention, dynamic=False)
 
 
 def _flex_forward(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, key_mask: Optional[Tensor],
@@ -586,8 +586,9 @@ def _flex_forward(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, key_mas
         keep = key_valid.view(batch, 1, regions * slots, 1)
         k_seq, v_seq = k_seq.masked_fill(~keep, 0), v_seq.masked_fill(~keep, 0)
     cpu = q.device.type == 'cpu'
-    if cpu:  # the CPU kernel gives a NaN logit zero weight: carry a non-finite key through its value
-        v_seq = v_seq.masked_fill(~torch.isfinite(k_seq).all(-1, keepdim=True), float('nan'))
+    if cpu:  # the CPU kernel gives a NaN logit zero weight: carry a NaN key through its value (an infinite
+        # key's logits are +-inf, which the kernel weighs as softmax does: no NaN where the reference has none)
+        v_seq = v_seq.masked_fill(torch.isnan(k_seq).any(-1, keepdim=True), float('nan'))
     from torch.nn.attention.flex_attention import flex_attention
     attend = flex_attention if torch.compiler.is_compiling() else _compiled_flex_attention()
     out = attend(q_seq, k_seq, v_seq, block_mask=_flex_block_mask(region_index, key_valid), scale=scale)
@@ -626,8 +627,9 @@ def _flex_attention(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, key_m
     NaN there into NaN outputs. Padding slots and ``key_mask``-ed keys are zeroed and masked by
     ``mask_mod`` (partial blocks); routed regions without either are full blocks. FlexAttention's CPU
     kernel (like PyTorch's other CPU attention kernels) gives a NaN logit zero weight, so a NaN in q
-    or k would vanish there; on CPU (forward only) a non-finite key therefore turns its value NaN and a
-    non-finite query that attends any key its output. On CUDA the kernel's own arithmetic carries them.
+    or k would vanish there; on CPU (forward only) a NaN key therefore turns its value NaN and a
+    non-finite query that attends any key its output (an infinite key is left to the kernel: turning
+    its value NaN would also poison the queries whose logit with it is -inf, which softmax weighs 0). On CUDA the kernel's own arithmetic carries them.
     Under a ``torch.compile`` backend other than inductor, FlexAttention runs its dense reference
     (every score of the sequence, and no such locality).
 

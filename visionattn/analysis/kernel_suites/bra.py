@@ -5,30 +5,35 @@ query); a topk sweep 1 -> 4 -> 16 -> 64 at one size (64x64 map, 8x8 regions of 8
 the ops' peak memory should stay flat; and one 600x500 image through the BRA stages of BiFormer-S in
 its COCO setting (n_win 16, auto_pad: see :func:`stack_problem`).
 
-Implementations (all take the same channels-last q, k, v and the same routing):
-- ``triton``: ``bra_attention(backend='triton')`` (CUDA only here); ``torch``: the PyTorch path;
-- ``gather``: ``bra_attention(backend='reference')``, upstream's topk-times gather of K and V;
-- ``flex``: compiled FlexAttention over the region-major token sequence, with a BlockMask built from
-  the routing every call (block level from region pairs, exact token mask in ``mask_mod``);
+Implementations (all take the same channels-last q, k, v and the same routing), through
+:func:`visionattn.ops.bra_attention` except dense SDPA:
+- ``triton`` (CUDA, or interpreted on CPU), ``torch`` (the PyTorch path);
+- ``gather``: the 'reference' backend, upstream's topk-times gather of K and V;
+- ``flex``: the 'flex' backend (compiled FlexAttention, one region per block; CPU: forward only);
 - ``sdpa``: dense ``scaled_dot_product_attention`` over all tokens (not the same result: the ceiling).
-On CPU the table compares the PyTorch path with the gather only: the Triton kernels would run
-interpreted, FlexAttention has no CPU backward, and dense SDPA is not the routed computation. There, peak
-memory is the tensor bytes alive at the peak (:func:`visionattn.analysis.profiling.peak_mib`), the same quantity CUDA's
-allocator reports on GPUs.
+Peak memory is the tensor bytes alive at the peak (:func:`visionattn.analysis.profiling.peak_mib`), the
+same quantity on CPU as CUDA's allocator reports on GPUs.
+
+Scopes (as the na suite's): ``quick`` (tiny maps, a smoke run; on CPU without flex), ``compare`` (the
+stage problems side by side: CPU forward at batch 8, GPU forward and forward+backward at batch 128), ``full`` (``compare`` plus
+the topk sweep and the 600x500 image; on CPU the stages at batch 16 with the PyTorch path's and the
+gather's forward+backward too).
 """
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
 from ...ops import bra_attention, bra_routing
+from ...ops.dispatch import triton_interpreted
 
 from ..profiling import peak_mib, time_ms
-from .common import Row, attention_tflops
+from .common import Row, attention_tflops, dtype_name, fresh_compile
 
 HEAD_DIM = 32
 CPU_BATCH = 16  # BiFormer stages on the 2-core CPU machines (GPU: 128, as published)
@@ -66,9 +71,14 @@ def stage_problems(batch: int) -> list[Problem]:
             Problem(f'BiFormer stage3 14x14, 8 heads, topk 16, batch {batch}', batch, 14, 14, 8, 7, 16)]
 
 
-def sweep_problems(batch: int, topks: tuple[int, ...] = (1, 4, 16, 64)) -> list[Problem]:
+def quick_problems() -> list[Problem]:
+    """The quick scope's problem (a smoke run of every implementation; Triton interpreted on CPU)."""
+    return [Problem('quick 8x8, 2x2 regions, 2 heads, topk 3, batch 1', 1, 8, 8, 2, 2, 3)]
+
+
+def sweep_problems(batch: int) -> list[Problem]:
     return [Problem(f'topk sweep 64x64, 8x8 regions, 2 heads, batch {batch}, topk {t}', batch, 64, 64, 2, 8, t)
-            for t in topks]
+            for t in (1, 4, 16, 64)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -83,54 +93,6 @@ def _ours(backend: str) -> Callable:
 _gather = _ours('reference')  # upstream's gather formulation: the operator's reference backend
 
 
-def _region_major(x: torch.Tensor, grid: int) -> torch.Tensor:
-    """(B, H, W, h, d) -> (B, h, N, d) with the tokens of each region contiguous, regions row-major."""
-    b, height, width, heads, d = x.shape
-    x = x.reshape(b, grid, height // grid, grid, width // grid, heads, d).permute(0, 5, 1, 3, 2, 4, 6)
-    return x.reshape(b, heads, height * width, d)
-
-
-def _from_region_major(x: torch.Tensor, grid: int, height: int, width: int) -> torch.Tensor:
-    b, heads, _, d = x.shape
-    x = x.reshape(b, heads, grid, grid, height // grid, width // grid, d).permute(0, 2, 4, 3, 5, 1, 6)
-    return x.reshape(b, height, width, heads, d)
-
-
-def _routing_block_mask(index: torch.Tensor, p: Problem, block: int = 128):
-    """FlexAttention BlockMask of the routing: kv blocks from routed region pairs, tokens by mask_mod."""
-    from torch.nn.attention.flex_attention import BlockMask
-    regions, tokens, n = p.grid * p.grid, p.tokens, p.height * p.width
-    routed = torch.zeros(p.batch, regions, regions, dtype=torch.bool, device=index.device)
-    routed.scatter_(2, index, True)
-    n_blocks = math.ceil(n / block)
-    first = torch.arange(regions, device=index.device) * tokens
-    blocks = torch.arange(n_blocks, device=index.device)
-    touches = ((first[:, None] < (blocks[None] + 1) * block) &
-               (first[:, None] + tokens > blocks[None] * block)).float()  # (regions, blocks)
-    block_routed = (touches.t() @ routed.float() @ touches) > 0  # (B, q blocks, kv blocks)
-    kv_num = block_routed.sum(-1, dtype=torch.int32)[:, None]
-    kv_idx = torch.argsort((~block_routed).to(torch.int8), dim=-1, stable=True).to(torch.int32)[:, None]
-
-    def mask_mod(b, h, q_idx, kv_idx):
-        return routed[b, q_idx // tokens, kv_idx // tokens]
-
-    return BlockMask.from_kv_blocks(kv_num, kv_idx, BLOCK_SIZE=block, mask_mod=mask_mod, seq_lengths=(n, n))
-
-
-_compiled_flex = None
-
-
-def _flex(q, k, v, index, p: Problem):
-    global _compiled_flex
-    if _compiled_flex is None:
-        from torch.nn.attention.flex_attention import flex_attention
-        torch._dynamo.config.recompile_limit = 64  # one graph per stage x dtype x (fwd, fwd+bwd): 12 > 8
-        _compiled_flex = torch.compile(flex_attention, dynamic=False)
-    out = _compiled_flex(_region_major(q, p.grid), _region_major(k, p.grid), _region_major(v, p.grid),
-                         block_mask=_routing_block_mask(index, p), scale=p.scale)
-    return _from_region_major(out, p.grid, p.height, p.width)
-
-
 def _sdpa(q, k, v, index, p: Problem):
     def seq(x):
         return x.flatten(1, 2).transpose(1, 2)
@@ -139,17 +101,13 @@ def _sdpa(q, k, v, index, p: Problem):
 
 
 IMPLS: dict[str, Callable] = {'triton': _ours('triton'), 'torch': _ours('torch'), 'gather': _gather,
-                              'flex': _flex, 'sdpa': _sdpa}
-NOTES = {'flex': 'BlockMask built per call', 'sdpa': 'dense: all tokens, not routed (ceiling)'}
+                              'flex': _ours('flex'), 'sdpa': _sdpa}
+NOTES = {'flex': 'one region per block, mask built per call', 'sdpa': 'dense: all tokens, not routed (ceiling)'}
 
 
 # ----------------------------------------------------------------------------------------------
 # measuring
 # ----------------------------------------------------------------------------------------------
-def _dtype_name(dtype: torch.dtype) -> str:
-    return {torch.float32: 'fp32', torch.float16: 'fp16', torch.bfloat16: 'bf16'}[dtype]
-
-
 @dataclass
 class Case:
     """One row to measure: ``make()`` allocates the inputs and returns the call to time and peak."""
@@ -157,6 +115,7 @@ class Case:
     make: Callable[[], Callable[[], object]]
     repeat: int = 5
     flops: Callable[[float], float] | None = None
+    warmup: int = 1
 
 
 def _failure(error: Exception) -> str:
@@ -165,12 +124,18 @@ def _failure(error: Exception) -> str:
     return f'failed: {type(error).__name__}: {str(error).splitlines()[0][:80]}'
 
 
-def measure(cases: list[Case], device: torch.device) -> list[Row]:
+def measure(cases: list[Case], device: torch.device, deadline: Optional[float] = None) -> list[Row]:
     """Time and peak every case; one that fails (out of memory, a baseline that does not support the
-    problem) keeps its row, with the reason as the note and no numbers."""
+    problem) keeps its row, with the reason as the note and no numbers, as does one not started by the
+    ``deadline`` (``time.monotonic()``)."""
     for case in cases:
+        if deadline is not None and time.monotonic() > deadline:
+            _add_note(case.row, 'not run: out of the time budget')
+            continue
+        if case.row.impl == 'flex':
+            fresh_compile()
         try:
-            case.row.ms = time_ms(case.make(), device, warmup=1, repeat=case.repeat)
+            case.row.ms = time_ms(case.make(), device, warmup=case.warmup, repeat=case.repeat)
             case.row.tflops = case.flops(case.row.ms) if case.flops else None
             fn = case.make()
             case.row.peak_mib = peak_mib(fn, device)
@@ -198,7 +163,7 @@ def attention_case(p: Problem, impl: str, device: torch.device, dtype: torch.dty
                 run(q, k, v, index, p).backward(grad_out)
         return fn
 
-    row = Row('bra', p.name, impl, _dtype_name(dtype), mode, None, None, note=NOTES.get(impl, ''),
+    row = Row('bra', p.name, impl, dtype_name(dtype), mode, None, None, note=NOTES.get(impl, ''),
               extra=dict(batch=p.batch, heads=p.heads, map=[p.height, p.width], grid=p.grid, topk=p.topk))
     return Case(row, make, repeat, lambda ms: attention_tflops(p.batch, p.heads, p.height * p.width,
                                                                p.topk * p.tokens, HEAD_DIM, ms, mode))
@@ -209,7 +174,7 @@ def routing_case(p: Problem, device: torch.device, dtype: torch.dtype) -> Case:
         q, k, _, _ = p.inputs(device, dtype, grad=False)
         return lambda: bra_routing(q, k, p.grid, p.topk)
 
-    return Case(Row('bra', p.name, 'routing step (torch)', _dtype_name(dtype), 'fwd', None, None,
+    return Case(Row('bra', p.name, 'routing step (torch)', dtype_name(dtype), 'fwd', None, None,
                     note='region means + affinity + top-k'), make)
 
 
@@ -218,11 +183,16 @@ def _add_note(row: Row, note: str) -> None:
 
 
 def add_ratios(rows: list[Row]) -> None:
-    """Note each row's speed and peak against the gather's on the same problem, and each topk-sweep
-    peak against the same implementation's at the smallest topk."""
+    """Note each row's speed and peak against the gather's on the same problem, the PyTorch path's speed
+    against compiled FlexAttention's (the CPU target), and each topk-sweep peak against the same
+    implementation's at the smallest topk."""
     gather = {(r.problem, r.dtype, r.mode): r for r in rows if r.impl == 'gather'}
+    flex = {(r.problem, r.dtype, r.mode): r for r in rows if r.impl == 'flex'}
     first: dict[tuple[str, str], float] = {}
     for row in rows:
+        versus_flex = flex.get((row.problem, row.dtype, row.mode))
+        if row.impl == 'torch' and versus_flex is not None and row.ms and versus_flex.ms:
+            _add_note(row, f'{versus_flex.ms / row.ms:.2f}x flex speed')
         base = gather.get((row.problem, row.dtype, row.mode))
         if base is not None and row.impl in IMPLS and row is not base and row.ms and base.ms:
             _add_note(row, f'{base.ms / row.ms:.2f}x gather speed')
@@ -286,27 +256,38 @@ def stack_case(impl: str, device: torch.device, dtype: torch.dtype, mode: str) -
 
     desc = ' / '.join(f"{s['map'][0]}x{s['map'][1]}->{s['padded'][0]}x{s['padded'][1]} C{s['channels']} "
                       f"topk{s['topk']} x{s['depth']}" for s in stages)
-    return Case(Row('bra', '600x500 image, BiFormer-S BRA stages 1-3 (26 blocks)', impl, _dtype_name(dtype), mode,
+    return Case(Row('bra', '600x500 image, BiFormer-S BRA stages 1-3 (26 blocks)', impl, dtype_name(dtype), mode,
                     None, None, note=desc, extra=dict(stages=desc)), make, repeat=2)
 
 
 # ----------------------------------------------------------------------------------------------
 # entry point
 # ----------------------------------------------------------------------------------------------
-def run(device: torch.device, dtypes: list[torch.dtype], quick: bool) -> list[Row]:
-    cuda = device.type == 'cuda'
-    batch = 2 if quick else (128 if cuda else CPU_BATCH)
-    stage_impls = ['triton', 'gather', 'flex', 'sdpa'] if cuda else ['torch', 'gather']
+def run(device: torch.device, dtypes: list[torch.dtype], scope: str, deadline: Optional[float] = None) -> list[Row]:
+    cuda, quick = device.type == 'cuda', scope == 'quick'
+    batch = 128 if cuda else 8 if scope == 'compare' else CPU_BATCH
+    impls = ['triton', 'torch', 'gather', 'flex', 'sdpa'] if cuda or triton_interpreted() else \
+        ['torch', 'gather', 'flex', 'sdpa']
+    if quick and not cuda:
+        impls.remove('flex')  # its first compile alone takes about 30 s on a CPU; the op tests run it
+    backward = [i for i in impls if i != 'flex'] if cuda or quick else \
+        (['torch', 'gather'] if scope == 'full' else [])  # FlexAttention has no CPU backward
     memory_impls = ['triton', 'gather'] if cuda else ['torch', 'gather']
-    sweep = sweep_problems(2 if quick else (32 if cuda else 8), (1, 4) if quick else (1, 4, 16, 64))
     cases = []
     for dtype in dtypes:
-        for p in stage_problems(batch):
+        for p in quick_problems() if quick else stage_problems(batch):
             cases.append(routing_case(p, device, dtype))
-            cases += [attention_case(p, impl, device, dtype, mode) for mode in ('fwd', 'fwd+bwd') for impl in stage_impls]
-        cases += [attention_case(p, impl, device, dtype, 'fwd+bwd', repeat=3) for impl in memory_impls for p in sweep]
-        if not quick:
+            cases += [attention_case(p, impl, device, dtype, 'fwd') for impl in impls]
+            cases += [attention_case(p, impl, device, dtype, 'fwd+bwd') for impl in backward + (
+                ['flex'] if cuda else [])]
+        if scope == 'full':
+            sweep = sweep_problems(32 if cuda else 8)
+            cases += [attention_case(p, impl, device, dtype, 'fwd+bwd', repeat=3) for impl in memory_impls
+                      for p in sweep]
             cases += [stack_case(impl, device, dtype, mode) for impl in memory_impls for mode in ('fwd', 'fwd+bwd')]
-    rows = measure(cases, device)
+    if quick:  # one call each, no warmup: a smoke run, and interpreted Triton is slow
+        for case in cases:
+            case.warmup, case.repeat = 0, 1
+    rows = measure(cases, device, deadline)
     add_ratios(rows)
     return rows
