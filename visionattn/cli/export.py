@@ -226,35 +226,60 @@ def _provenance(argv: list[str], threads: Optional[int]) -> str:
             f'{versions}\n')
 
 
+def _smallest_first(names: list[str]) -> list[str]:
+    """Models by parameter count (built on the meta device: nothing allocated), so that a run stopped early
+    has checked the most models."""
+    import timm
+    import torch
+
+    def parameters(name: str) -> int:
+        with torch.device('meta'):
+            return sum(p.numel() for p in timm.create_model(name, pretrained=False).parameters())
+    return sorted(names, key=parameters)
+
+
 def _check(args: argparse.Namespace, argv: list[str]) -> None:
     from ..analysis.export_check import format_table, run_isolated
     from ..timm_suite import project_models
-    names = args.models or project_models()
+    names = _smallest_first(args.models or project_models())
     header = _provenance(argv, args.threads)
-    rows, start = [], time.time()
+    rows: list[dict[str, Any]] = []
+    start = time.time()
+
+    def write(done: bool) -> None:
+        """The table so far (rewritten after every row, so a stopped run leaves what it measured)."""
+        failed = [row['model'] for row in rows if not row.get('ok')]
+        summary = (f'{len(rows) - len(failed)} of {len(rows)} models export and match PyTorch'
+                   + (f'; failing: {", ".join(failed)}' if failed else '')
+                   + f' ({(time.time() - start) / 60:.0f} min)'
+                   + ('' if done else f'; not checked yet: {", ".join(n for n in names if n not in checked)}'))
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.with_suffix('.json').write_text(json.dumps(dict(header=header, rows=rows), indent=1) + '\n')
+            args.out.write_text(f'# ONNX export of every model\n\n{header}\n{EXPLANATION}\n\n'
+                                f'{format_table(rows)}\n\n{summary}\n')
+        if done:
+            print(summary + (f'\nwrote {args.out}' if args.out else ''))
+
+    checked: set[str] = set()
     with ThreadPoolExecutor(args.jobs) as pool:  # each row is its own process
         for row in pool.map(lambda name: run_isolated(name, args.timeout, args.threads), names):
             rows.append(row)
+            checked.add(row['model'])
             print(format_table([row]).splitlines()[-1], flush=True)
-    table = format_table(rows)
-    failed = [row['model'] for row in rows if not row.get('ok')]
-    summary = (f'{len(rows) - len(failed)} of {len(rows)} models export and match PyTorch'
-               + (f'; failing: {", ".join(failed)}' if failed else '') + f' ({(time.time() - start) / 60:.0f} min)')
-    print(summary)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix('.json').write_text(json.dumps(dict(header=header, rows=rows), indent=1) + '\n')
-        args.out.write_text(f'# ONNX export of every model\n\n{header}\n{EXPLANATION}\n\n{table}\n\n{summary}\n')
-        print(f'wrote {args.out}')
-    if failed:
+            write(done=False)
+    write(done=True)
+    if any(not row.get('ok') for row in rows):
         raise SystemExit(1)
 
 
-EXPLANATION = ('Each model (random weights, eval mode) is exported once by the dynamo exporter at its current opset with '
-               'batch, height and width dynamic, then run in onnxruntime (CPU) at its default input size and at a second '
-               'size and compared with eager PyTorch: max error is the largest absolute difference of the outputs, '
-               'output scale the largest absolute output; export ok means within fp32 tolerance (difference <= '
-               '1e-6 + 1e-4 x output scale) at both sizes (visionattn.analysis.export_check).')
+EXPLANATION = ('Each model (random weights at timm\'s initialisation, eval mode) is exported by the dynamo exporter at its '
+               'current opset (without onnxscript\'s optimizer) with batch, height and width dynamic where the model '
+               'allows (again at the second size if it fixes height or width), then run in onnxruntime (CPU, batch 1) '
+               'at its default input size and at a second size and compared with eager PyTorch: max error is the '
+               'largest absolute difference of the outputs, output scale the largest absolute output; export ok means '
+               'within fp32 tolerance (difference <= 1e-6 + 1e-4 x output scale) at both sizes. Each model runs in '
+               'its own process, smallest first (visionattn.analysis.export_check).')
 
 
 @cli_main
