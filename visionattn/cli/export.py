@@ -226,22 +226,31 @@ def _provenance(argv: list[str], threads: Optional[int]) -> str:
             f'{versions}\n')
 
 
-def _smallest_first(names: list[str]) -> list[str]:
-    """Models by parameter count (built on the meta device: nothing allocated), so that a run stopped early
-    has checked the most models."""
+def _families_first(names: list[str]) -> list[str]:
+    """The smallest model of each family first, then the next smallest of each, and so on (parameter counts of
+    models built on the meta device: nothing allocated), so that a run stopped early has covered every family."""
     import timm
     import torch
+
+    from ..timm_suite import model_family
 
     def parameters(name: str) -> int:
         with torch.device('meta'):
             return sum(p.numel() for p in timm.create_model(name, pretrained=False).parameters())
-    return sorted(names, key=parameters)
+    rank: dict[str, int] = {}
+    by_size = sorted(names, key=parameters)
+    order = {}
+    for name in by_size:
+        family = model_family(name)
+        rank[family] = rank.get(family, -1) + 1
+        order[name] = (rank[family], by_size.index(name))
+    return sorted(names, key=order.__getitem__)
 
 
 def _check(args: argparse.Namespace, argv: list[str]) -> None:
     from ..analysis.export_check import format_table, run_isolated
     from ..timm_suite import project_models
-    names = _smallest_first(args.models or project_models())
+    names = _families_first(args.models or project_models())
     header = _provenance(argv, args.threads)
     rows: list[dict[str, Any]] = []
     start = time.time()
@@ -279,7 +288,7 @@ EXPLANATION = ('Each model (random weights at timm\'s initialisation, eval mode)
                'at its default input size and at a second size and compared with eager PyTorch: max error is the '
                'largest absolute difference of the outputs, output scale the largest absolute output; export ok means '
                'within fp32 tolerance (difference <= 1e-6 + 1e-4 x output scale) at both sizes. Each model runs in '
-               'its own process, smallest first (visionattn.analysis.export_check).')
+               'its own process, the smallest model of each family first (visionattn.analysis.export_check).')
 
 
 @cli_main
