@@ -4,7 +4,8 @@ For each model (:func:`check_model`, random weights at timm's initialisation, ev
 exported once at the model's default input size with batch, height and width dynamic where the model allows
 (:func:`visionattn.export.export_onnx`); it runs in onnxruntime at the default size and at a second size
 of another height and width (:func:`second_size`), batch 1, against eager PyTorch. A model whose height or
-width the export fixed is exported again at the second size. The row records what stayed dynamic, the time
+width the export fixed is exported again at the second size; a dynamic graph that is wrong or fails at a size
+is reported, and the model exported again with fixed height and width at each size. The row records what stayed dynamic, the time
 of each export and the largest difference from PyTorch at each size, and whether it is within fp32
 tolerance (:func:`visionattn.export.within_tolerance`).
 
@@ -39,9 +40,42 @@ def second_size(model_name: str, size: tuple[int, int]) -> tuple[int, int]:
     return height + step, (width - step if width > step else width + 2 * step)
 
 
+def _compare(model_name: str, model: Any, out_dir: Path, channels: int, sizes: list[tuple[int, int]],
+             dynamic: tuple[str, ...], optimize: bool) -> dict[str, Any]:
+    """Export (once if height and width stay dynamic, else at each size) and compare at each size."""
+    import time
+
+    from ..export import example_input, export_onnx, onnx_max_error, within_tolerance
+    result: dict[str, Any] = dict(export_s=[], max_error=[], output_scale=[])
+    exported = None
+    for size in sizes:
+        if exported is None or not {'height', 'width'} <= set(exported.dynamic_axes):
+            start = time.perf_counter()
+            path = Path(out_dir) / f'{model_name}_{size[0]}x{size[1]}_{"_".join(dynamic) or "static"}.onnx'
+            exported = export_onnx(model, example_input((channels, *size)), path, dynamic=dynamic, optimize=optimize)
+            result['export_s'].append(round(time.perf_counter() - start, 1))
+            result.setdefault('dynamic_axes', list(exported.dynamic_axes))
+        try:
+            error, scale = onnx_max_error(exported.path, model, example_input((channels, *size), batch=1, seed=1))
+        except Exception as err:  # onnxruntime cannot run the graph at this size: the row says which
+            result.update(ok=False, error=f'onnxruntime at {size[0]}x{size[1]}: {type(err).__name__}: '
+                          f'{str(err).splitlines()[0][:200]}')
+            return result
+        result['max_error'].append(error)
+        result['output_scale'].append(scale)
+        if not within_tolerance(error, scale):
+            result['error'] = f'at {size[0]}x{size[1]}: max error {error:.1e} (outputs up to {scale:.2g})'
+    result['ok'] = all(within_tolerance(e, s) for e, s in zip(result['max_error'], result['output_scale']))
+    return result
+
+
 def check_model(model_name: str, out_dir: Path, sizes: Optional[list[tuple[int, int]]] = None,
                 optimize: bool = False, **model_kwargs: Any) -> dict[str, Any]:
     """Export ``model_name`` to ONNX and compare it with PyTorch at two input sizes (the module docstring).
+
+    When the graph with dynamic height and width is wrong or does not run at a size, the model is exported
+    again with only the batch dynamic, at each size: the row then says ``fixed size only`` and why the
+    dynamic graph failed (``dynamic_failure``).
 
     ``optimize``: run onnxscript's graph optimizer after the export (off by default: on large models it takes
     longer than the export, and it only rewrites the graph the exporter made, which is what is checked)."""
@@ -49,30 +83,18 @@ def check_model(model_name: str, out_dir: Path, sizes: Optional[list[tuple[int, 
     import torch
 
     import visionattn  # noqa: F401  (registers the project's models)
-    from ..export import example_input, export_onnx, onnx_max_error, within_tolerance
     torch.manual_seed(0)
     model = timm.create_model(model_name, pretrained=False, **model_kwargs).eval()
     channels, height, width = model.pretrained_cfg['input_size']
     sizes = sizes or [(height, width), second_size(model_name, (height, width))]
     row: dict[str, Any] = dict(model=model_name, params=sum(p.numel() for p in model.parameters()),
-                               sizes=[list(s) for s in sizes], export_s=[], max_error=[], output_scale=[])
-    exported = None
-    for size in sizes:
-        if exported is None or not {'height', 'width'} <= set(exported.dynamic_axes):
-            start = time.perf_counter()
-            path = Path(out_dir) / f'{model_name}_{size[0]}x{size[1]}.onnx'
-            exported = export_onnx(model, example_input((channels, *size)), path, optimize=optimize)
-            row['export_s'].append(round(time.perf_counter() - start, 1))
-            row.setdefault('dynamic_axes', list(exported.dynamic_axes))
-        try:
-            error, scale = onnx_max_error(exported.path, model, example_input((channels, *size), batch=1, seed=1))
-        except Exception as err:  # onnxruntime cannot run the graph at this size: the row says which
-            row.update(ok=False, error=f'onnxruntime at {size[0]}x{size[1]}: {type(err).__name__}: '
-                       f'{str(err).splitlines()[0][:300]}')
-            return row
-        row['max_error'].append(error)
-        row['output_scale'].append(scale)
-    row['ok'] = all(within_tolerance(e, s) for e, s in zip(row['max_error'], row['output_scale']))
+                               sizes=[list(s) for s in sizes])
+    dynamic = _compare(model_name, model, out_dir, channels, sizes, ('batch', 'height', 'width'), optimize)
+    if dynamic['ok']:
+        return dict(row, **dynamic)
+    fixed = _compare(model_name, model, out_dir, channels, sizes, ('batch',), optimize)
+    row.update(fixed, dynamic_failure=f'dynamic height and width: {dynamic["error"]}',
+               export_s=dynamic['export_s'] + fixed['export_s'], fixed_size_only=fixed['ok'])
     return row
 
 
@@ -112,8 +134,11 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         dynamic = ', '.join(row.get('dynamic_axes', [])) or ('none' if 'dynamic_axes' in row else '-')
         params = f"{row['params'] / 1e6:.2f}" if 'params' in row else '-'
         exports = ' + '.join(f'{s:g}' for s in row.get('export_s', [])) or '-'
-        lines.append(f"| {row['model']} | {params} | {'yes' if row.get('ok') else 'NO'} | {dynamic} | {_sizes(row)} | "
-                     f"{errors or '-'} | {scale:.2g} | {exports} | {row.get('wall_s', '-')} | {row.get('error', '')} |")
+        ok = 'fixed size only' if row.get('fixed_size_only') else 'yes' if row.get('ok') else 'NO'
+        note = '; '.join(filter(None, (row.get('dynamic_failure', ''), row.get('error', '') if not row.get('ok')
+                                       else '')))
+        lines.append(f"| {row['model']} | {params} | {ok} | {dynamic} | {_sizes(row)} | "
+                     f"{errors or '-'} | {scale:.2g} | {exports} | {row.get('wall_s', '-')} | {note} |")
     return '\n'.join(lines)
 
 

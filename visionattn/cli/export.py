@@ -258,7 +258,9 @@ def _check(args: argparse.Namespace, argv: list[str]) -> None:
     def write(done: bool) -> None:
         """The table so far (rewritten after every row, so a stopped run leaves what it measured)."""
         failed = [row['model'] for row in rows if not row.get('ok')]
+        fixed = [row['model'] for row in rows if row.get('fixed_size_only')]
         summary = (f'{len(rows) - len(failed)} of {len(rows)} models export and match PyTorch'
+                   + (f' ({len(fixed)} with fixed height and width only: {", ".join(fixed)})' if fixed else '')
                    + (f'; failing: {", ".join(failed)}' if failed else '')
                    + f' ({(time.time() - start) / 60:.0f} min)'
                    + ('' if done else f'; not checked yet: {", ".join(n for n in names if n not in checked)}'))
@@ -287,7 +289,9 @@ EXPLANATION = ('Each model (random weights at timm\'s initialisation, eval mode)
                'allows (again at the second size if it fixes height or width), then run in onnxruntime (CPU, batch 1) '
                'at its default input size and at a second size and compared with eager PyTorch: max error is the '
                'largest absolute difference of the outputs, output scale the largest absolute output; export ok means '
-               'within fp32 tolerance (difference <= 1e-6 + 1e-4 x output scale) at both sizes. Each model runs in '
+               'within fp32 tolerance (difference <= 1e-6 + 1e-4 x output scale) at both sizes; "fixed size only": the graph '
+               'with dynamic height and width failed (the note says how) and graphs exported at each size match. '
+               'Each model runs in '
                'its own process, the smallest model of each family first (visionattn.analysis.export_check).')
 
 
