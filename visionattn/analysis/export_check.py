@@ -52,7 +52,14 @@ def _compare(model_name: str, model: Any, out_dir: Path, channels: int, sizes: l
         if exported is None or not {'height', 'width'} <= set(exported.dynamic_axes):
             start = time.perf_counter()
             path = Path(out_dir) / f'{model_name}_{size[0]}x{size[1]}_{"_".join(dynamic) or "static"}.onnx'
-            exported = export_onnx(model, example_input((channels, *size)), path, dynamic=dynamic, optimize=optimize)
+            try:
+                exported = export_onnx(model, example_input((channels, *size)), path, dynamic=dynamic,
+                                       optimize=optimize)
+            except Exception as err:  # the exporter failed: with dynamic sizes, check_model tries fixed ones
+                if 'height' not in dynamic:
+                    raise
+                cause = ' '.join(str(err).split('## Exception summary')[-1].split())[:200]
+                return dict(result, ok=False, error=f'export at {size[0]}x{size[1]}: {type(err).__name__}: {cause}')
             result['export_s'].append(round(time.perf_counter() - start, 1))
             result.setdefault('dynamic_axes', list(exported.dynamic_axes))
         try:
@@ -73,7 +80,8 @@ def check_model(model_name: str, out_dir: Path, sizes: Optional[list[tuple[int, 
                 optimize: bool = False, **model_kwargs: Any) -> dict[str, Any]:
     """Export ``model_name`` to ONNX and compare it with PyTorch at two input sizes (the module docstring).
 
-    When the graph with dynamic height and width is wrong or does not run at a size, the model is exported
+    When the export with dynamic height and width fails, or its graph is wrong or does not run at a size, the
+    model is exported
     again with only the batch dynamic, at each size: the row then says ``fixed size only`` and why the
     dynamic graph failed (``dynamic_failure``).
 
