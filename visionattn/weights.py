@@ -12,6 +12,11 @@ local file into a ``features_only`` model non-strictly, so the file of another m
 - :func:`create_model_with_weights` builds a timm model with ``pretrained=True`` (fetched) or with the weights
   of a local file: read safely (:func:`visionattn.checkpoint.read_checkpoint`), passed through the entry
   point's own checkpoint filter and input-channel adaptation by timm, and checked strictly against the model.
+  The file may be a checkpoint of ``tools/train.py`` (:func:`timm_weights_from_training`).
+- :func:`timm_weights_from_training`: the timm model inside a training checkpoint (a ``visionattn.TimmBackbone``
+  of a segmentor or detector, a ``TimmClassifier``), under the timm model's own keys. timm has no reader for
+  mmengine checkpoints, whose keys carry the OpenMMLab wrappers' prefixes and, for a backbone, the names of
+  timm's features wrapper (``stages_0`` for the model's ``stages.0``).
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import contextlib
 import logging
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
 from urllib.parse import urlparse
@@ -34,7 +40,7 @@ if TYPE_CHECKING:
     from timm.models import PretrainedCfg
 
 __all__ = ['weights_unavailable', 'hub_offline', 'fetching', 'pretrained_location', 'create_model_with_weights',
-           'feature_key_forms']
+           'feature_key_forms', 'is_training_checkpoint', 'TrainedWeights', 'timm_weights_from_training']
 
 _logger = logging.getLogger(__name__)
 GOOGLE_DRIVE = 'https://drive.google.com/uc?export=download&id='
@@ -182,6 +188,89 @@ def feature_key_forms(keys: Any) -> frozenset[str]:
     return frozenset(_normalized(form) for key in keys for form in (key, key.removeprefix('model.')))
 
 
+# ---------------------------------------------------------------------------------------------
+# The timm model inside a checkpoint of tools/train.py
+# ---------------------------------------------------------------------------------------------
+# Where OpenMMLab models keep a timm backbone: the features model of visionattn.TimmBackbone, the timm_model of
+# mmpretrain's / mmseg's TIMMBackbone. A TimmClassifier (visionattn's or mmpretrain's) saves its timm model's own keys.
+_BACKBONE_PREFIXES = ('backbone.model.', 'backbone.timm_model.')
+# TimmBackbone's own layers around the timm model (no place in timm's model); out_norms is their former name.
+_ADAPTER_LAYERS = ('backbone.feature_norms.', 'backbone.out_norms.')
+# Arguments of timm.create_model that choose the features wrapper, not the architecture.
+_FEATURES_ARGS = ('features_only', 'out_indices', 'feature_cls', 'feature_cfg', 'flatten_sequential')
+
+
+def is_training_checkpoint(checkpoint: Any) -> bool:
+    """Whether ``checkpoint`` was saved by mmengine's Runner (``tools/train.py``): ``state_dict`` and ``meta``."""
+    return isinstance(checkpoint, dict) and isinstance(checkpoint.get('state_dict'), dict) \
+        and isinstance(checkpoint.get('meta'), dict)
+
+
+@dataclass(frozen=True)
+class TrainedWeights:
+    """The timm model of a training checkpoint."""
+    state_dict: dict[str, torch.Tensor]  # under the timm model's own keys (timm.create_model(model_name, ...))
+    part: str  # 'backbone' (features of a segmentor/detector) or 'classifier' (the whole timm model)
+    left_out: tuple[str, ...]  # trained tensors of the backbone outside the timm model (TimmBackbone's feature_norms)
+
+
+def _model_keys(model_name: str, model_kwargs: dict[str, Any]) -> list[str]:
+    """The state-dict keys of the whole timm model (built on the meta device: nothing is allocated)."""
+    import timm
+    with torch.device('meta'):
+        model = timm.create_model(model_name, pretrained=False,
+                                  **{k: v for k, v in model_kwargs.items() if k not in _FEATURES_ARGS})
+    return list(model.state_dict())
+
+
+def _renamed_from_features(state: dict[str, torch.Tensor], model_name: str, model_kwargs: dict[str, Any],
+                           source: str) -> dict[str, torch.Tensor]:
+    """A features model's tensors under the whole model's keys (timm's wrappers turn ``stages.0`` into
+    ``stages_0`` or prefix ``model.``; :func:`feature_key_forms`)."""
+    keys = set(_model_keys(model_name, model_kwargs))
+    by_form: dict[str, str] = {}
+    for key in sorted(keys):
+        by_form.setdefault(_normalized(key), key)
+    renamed, unknown = {}, []
+    for key, value in state.items():
+        forms = (key, key.removeprefix('model.'))
+        target = next((k for k in forms if k in keys), None) or next(
+            (by_form[_normalized(f)] for f in forms if _normalized(f) in by_form), None)
+        if target is None or target in renamed:
+            unknown.append(key)
+        else:
+            renamed[target] = value
+    if unknown:
+        raise CheckpointError(f'{source}: {len(unknown)} backbone tensors have no place in {model_name} '
+                              f'({", ".join(unknown[:4])}): the backbone was trained as another model; give the '
+                              'model name (and model arguments) of its config')
+    return renamed
+
+
+def timm_weights_from_training(checkpoint: Any, model_name: str, source: str = 'the checkpoint',
+                               **model_kwargs: Any) -> TrainedWeights:
+    """The tensors of the timm model ``model_name`` in a ``tools/train.py`` checkpoint, under timm's own keys.
+
+    A segmentor's or detector's ``visionattn.TimmBackbone`` gives the backbone's tensors (``part='backbone'``:
+    the head, and whatever the features model left out, are not in it); a ``TimmClassifier``, which saves its
+    timm model's own keys, the whole model (``part='classifier'``). ``model_kwargs`` are the model's ``timm.create_model`` arguments (its
+    architecture, as the config built it). The neck and heads of the OpenMMLab model are not timm's and stay
+    behind; TimmBackbone's own ``feature_norms`` are listed in ``left_out``.
+    """
+    state = state_dict_from(checkpoint, source)
+    prefix = next((p for p in _BACKBONE_PREFIXES if any(k.startswith(p) for k in state)), None)
+    if prefix is not None:
+        inner = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        left_out = tuple(k for k in state if k.startswith(_ADAPTER_LAYERS))
+        return TrainedWeights(_renamed_from_features(inner, model_name, model_kwargs, source), 'backbone', left_out)
+    if any(k.startswith('backbone.') for k in state):
+        raise CheckpointError(f'{source} holds no timm model: its backbone is not a timm model (e.g. '
+                              f'{next(k for k in state if k.startswith("backbone."))}); the training checkpoints that '
+                              "hold one are of configs with visionattn.TimmBackbone, mmpretrain's TIMMBackbone or a "
+                              'TimmClassifier')
+    return TrainedWeights(state, 'classifier', ())
+
+
 def _classifier_prefixes(model_name: str) -> tuple[str, ...]:
     """Key prefixes of the classifier in the model's published weights (timm drops it for another class count)."""
     from timm.models import get_pretrained_cfg, split_model_name_tag
@@ -201,6 +290,8 @@ def create_model_with_weights(model_name: str, weights: Union[bool, str], *, str
     uses but the file lacks (except the classifier, which a different class count replaces, and the keys in
     ``allowed_missing``, see :func:`feature_key_forms`), a tensor of the file that lands nowhere, or a shape
     that differs stops with a CheckpointError naming them; otherwise they are logged and the rest is loaded.
+    A checkpoint of ``tools/train.py`` gives the timm model it holds (:func:`timm_weights_from_training`); the
+    backbone's own ``feature_norms`` have no place in timm's model and count as tensors that land nowhere.
     """
     import timm
     if weights is True:
@@ -208,7 +299,16 @@ def create_model_with_weights(model_name: str, weights: Union[bool, str], *, str
             return timm.create_model(model_name, pretrained=True, **kwargs)
     path = str(weights)
     checkpoint = read_checkpoint(path)
-    state = state_dict_from(checkpoint, path)
+    left_out: tuple[str, ...] = ()
+    if is_training_checkpoint(checkpoint):
+        trained = timm_weights_from_training(checkpoint, model_name, path, **kwargs)
+        if trained.part == 'backbone' and not kwargs.get('features_only') and kwargs.get('num_classes') != 0:
+            raise CheckpointError(f'{path} holds the backbone of a segmentor or detector, without a classifier: create '
+                                  f'{model_name} as a backbone, with features_only=True or num_classes=0 (for the '
+                                  'programs: --model-kwargs \'{"features_only": true}\')')
+        state, left_out = trained.state_dict, trained.left_out
+    else:
+        state = state_dict_from(checkpoint, path)
     overlay = dict(kwargs.pop('pretrained_cfg_overlay', None) or {}, state_dict=state)
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
     with _load_keys_of_built_modules() as loads:
@@ -233,7 +333,7 @@ def create_model_with_weights(model_name: str, weights: Union[bool, str], *, str
         missing = tuple(k for k in keys.missing_keys if _normalized(k) in used and _normalized(k) not in allowed_missing
                         and not k.startswith(fresh))
     model_tensors = len(model.state_dict()) if model is not None else len(state)
-    report = KeyReport(missing=missing, unexpected=tuple(keys.unexpected_keys if keys else ()),
+    report = KeyReport(missing=missing, unexpected=tuple(keys.unexpected_keys if keys else ()) + left_out,
                        mismatched=tuple(mismatched), model_tensors=model_tensors,
                        matched=max(0, model_tensors - len(missing) - len(mismatched)))
     if not report.ok:

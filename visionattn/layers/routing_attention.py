@@ -92,8 +92,9 @@ class BiLevelRoutingAttention(nn.Module):
                              f'{list(x.shape)}')
         height, width = x.shape[1:3]
         pad_h, pad_w = -height % self.n_win, -width % self.n_win
-        if pad_h or pad_w:
-            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        # padded whatever the size (a no-op when nothing is missing): a branch on the size would make an
+        # exported graph with dynamic height and width serve only the sizes that take the export's branch
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
         q, k, v = self.qkv(x).split([self.qk_dim, self.qk_dim, self.dim], dim=-1)
         token_mask: Optional[Tensor] = None
         if self.pad_mode == 'masked' and (pad_h or pad_w):
