@@ -114,7 +114,9 @@ def test_readme_runs_as_printed(readme, tmp_path):
     (tmp_path / 'tools').symlink_to(REPO_ROOT / 'tools')
     shims = tmp_path / '.shims'
     shims.mkdir()
-    (shims / 'python').symlink_to(sys.executable)
+    shim = shims / 'python'  # a script, not a link: a link to a venv's python loses the venv
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    shim.chmod(0o755)
     env = dict(os.environ, PATH=f'{shims}{os.pathsep}{os.environ["PATH"]}', PYTHONPATH=str(REPO_ROOT),
                HF_HUB_OFFLINE='1', OMP_NUM_THREADS='2', PYTHONUNBUFFERED='1')
     lengths: dict[str, str] = {}
