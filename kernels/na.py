@@ -425,7 +425,7 @@ class Problem:
 
     def group_lengths(self) -> tuple[int, ...]:
         """Length of the longest dilation group per axis."""
-        return tuple(-(-length // d) for length, d in zip(self.shape, self.dilation))
+        return tuple((length + d - 1) // d for length, d in zip(self.shape, self.dilation))
 
 
 @dataclass(frozen=True)

@@ -323,10 +323,10 @@ class _AxisTiles(NamedTuple):
 
 
 def _axis_tiles(length: int, kernel: int, dilation: int, stride: int, causal: bool, tile: int) -> _AxisTiles:
-    group_max = -(-length // dilation)
+    group_max = (length + dilation - 1) // dilation  # ceil division of non-negative sizes (see below)
     tile = min(tile, group_max)
     region = min(tile + kernel - stride, group_max)
-    n_tiles = -(-group_max // tile)
+    n_tiles = (group_max + tile - 1) // tile
     group = torch.arange(dilation).view(-1, 1, 1)
     group_len = (length - group + dilation - 1) // dilation                      # (d, 1, 1)
     ip = (torch.arange(n_tiles) * tile).view(1, -1, 1) + torch.arange(tile)      # (1, n, T)
@@ -402,7 +402,7 @@ def _tile_for(kernel: int, stride: int) -> int:
     """Query block edge of the PyTorch path, a multiple of the stride: bigger blocks give bigger matmuls and
     fewer gathered keys per query ((T + k - s) / T per axis) but more wasted logits per query."""
     base = max(3, (kernel + 1) // 2)
-    return -(-base // stride) * stride
+    return (base + stride - 1) // stride * stride
 
 
 # Logits elements per batch chunk: chunks keep the temporaries small (peak memory) and below glibc's
