@@ -11,18 +11,30 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
-from ..errors import UserError
+from ..errors import ConfigError, UserError
 
-__all__ = ['add_debug_argument', 'cli_main']
+__all__ = ['add_debug_argument', 'cli_main', 'json_object']
 
 
 def add_debug_argument(parser: argparse.ArgumentParser) -> None:
     """The ``--debug`` option every program takes (read by :func:`cli_main`)."""
     parser.add_argument('--debug', action='store_true',
                         help='on an error, show the full traceback instead of a one-line message')
+
+
+def json_object(text: str, option: str) -> dict[str, Any]:
+    """The keyword arguments an option gives as a JSON object (``--model-kwargs '{"depths": [2, 2]}'``)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f'{option}: not valid JSON ({err}); give an object, e.g. \'{{"depths": [3, 4, 18, 5]}}\'')
+    if not isinstance(value, dict):
+        raise ConfigError(f'{option}: give a JSON object of keyword arguments, got {type(value).__name__}')
+    return value
 
 
 def cli_main(main: Callable[[list[str]], Optional[int]]) -> Callable[[Optional[Sequence[str]]], Optional[int]]:

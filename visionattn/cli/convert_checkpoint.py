@@ -30,25 +30,12 @@ wrapped in ``model``/``state_dict``) or ``.safetensors``.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import Any
 
 import visionattn
 from visionattn.convert import convert_checkpoint
-from visionattn.errors import ConfigError
 
-from . import add_debug_argument, cli_main
-
-
-def _json_object(text: str, option: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f'{option}: not valid JSON ({err}); give an object, e.g. \'{{"depths": [3, 4, 18, 5]}}\'')
-    if not isinstance(value, dict):
-        raise ConfigError(f'{option}: give a JSON object of keyword arguments, got {type(value).__name__}')
-    return value
+from . import add_debug_argument, cli_main, json_object
 
 
 @cli_main
@@ -65,11 +52,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument('--upstream-kwargs', help="JSON keyword arguments of the upstream model's constructor")
     add_debug_argument(parser)
     args = parser.parse_args(argv)
-    upstream = None if args.upstream_kwargs is None else _json_object(args.upstream_kwargs, '--upstream-kwargs')
+    upstream = None if args.upstream_kwargs is None else json_object(args.upstream_kwargs, '--upstream-kwargs')
     if args.output is None and args.hub_dir is None:
         parser.error('give the output .safetensors file, --hub-dir DIR, or both')
     tensors = convert_checkpoint(args.family, args.source, args.output, model=args.model,
-                                 model_kwargs=_json_object(args.model_kwargs, '--model-kwargs'), upstream_kwargs=upstream,
+                                 model_kwargs=json_object(args.model_kwargs, '--model-kwargs'), upstream_kwargs=upstream,
                                  hub_dir=args.hub_dir)
     params = sum(t.numel() for t in tensors.values())
     for written in (args.output, args.hub_dir):
@@ -78,7 +65,7 @@ def main(argv: list[str]) -> None:
     if args.hub_dir:
         print(f"load it with: timm.create_model('local-dir:{args.hub_dir}', pretrained=True)")
     if args.model and args.output:
-        model_kwargs = json.loads(args.model_kwargs)
+        model_kwargs = json_object(args.model_kwargs, '--model-kwargs')
         extra = ''.join(f', {k}={v!r}' for k, v in model_kwargs.items())
         classes = f", num_classes={model_kwargs['num_classes']}" if 'num_classes' in model_kwargs else ''
         print(f"load it with: timm.create_model('{args.model}', pretrained=True, "

@@ -38,18 +38,8 @@ from typing import Any, Optional
 
 from mmengine.config import DictAction
 
-from . import add_debug_argument, cli_main
+from . import add_debug_argument, cli_main, json_object
 from ..errors import ConfigError, UnknownNameError
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f'--model-kwargs: not valid JSON ({err}); give an object, e.g. \'{{"n_win": 8}}\'')
-    if not isinstance(value, dict):
-        raise ConfigError(f'--model-kwargs: give a JSON object of keyword arguments, got {type(value).__name__}')
-    return value
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -113,7 +103,7 @@ def _build(args: argparse.Namespace) -> Any:
 
     import visionattn  # noqa: F401  (registers the project's models)
     from ..weights import create_model_with_weights
-    kwargs = _json_object(args.model_kwargs)
+    kwargs = json_object(args.model_kwargs, '--model-kwargs')
     name = args.model
     if not name.startswith(('local-dir:', 'hf-hub:')) and not timm.is_model(name):
         raise UnknownNameError(f"unknown timm model {name!r}: see timm.list_models() after `import visionattn`, or "

@@ -10,10 +10,9 @@ from typing import Iterator
 
 from mmengine.config import Config, DictAction
 
-from ..errors import ConfigError
-from . import add_debug_argument
 from ..console import hold_warnings
 from ..errors import ConfigError
+from . import add_debug_argument
 
 __all__ = ['add_run_arguments', 'load_run_config', 'config_errors_as_user_errors']
 

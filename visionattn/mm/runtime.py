@@ -43,7 +43,6 @@ The same Runner reads three config keys of its own (``configs/_base_/default_run
 from __future__ import annotations
 
 import contextlib
-import contextlib
 import copy
 import re
 from collections import OrderedDict
