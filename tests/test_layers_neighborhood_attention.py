@@ -193,3 +193,22 @@ def test_torchscript_and_fx_as_timm_uses_them(module, size):
     torch.testing.assert_close(torch.jit.script(traced)(x)['1'], expected)
     with pytest.raises(Exception, match=r'expects \(batch, '):
         scripted(torch.randn(2, 8))
+
+
+def test_onnx_graph_with_dynamic_sizes_pads_maps_smaller_than_the_window(tmp_path):
+    """Exported at a size that needs no padding, the graph still pads smaller maps (no branch on the size)."""
+    import numpy as np
+    import onnxruntime
+
+    torch.manual_seed(0)
+    layer = NeighborhoodAttention2D(16, 2, kernel_size=7).eval()
+    dims = {0: torch.export.Dim.DYNAMIC, 1: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC}
+    torch.onnx.export(layer, (torch.randn(1, 12, 12, 16),), tmp_path / 'na.onnx', dynamo=True,
+                      dynamic_shapes=(dims,))
+    session = onnxruntime.InferenceSession(str(tmp_path / 'na.onnx'))
+    for height, width in [(12, 12), (5, 9), (20, 6)]:
+        x = torch.randn(1, height, width, 16)
+        with torch.no_grad():
+            expected = layer(x).numpy()
+        got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+        assert np.abs(got - expected).max() < 1e-5, (height, width)

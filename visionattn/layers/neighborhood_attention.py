@@ -74,8 +74,18 @@ class _NeighborhoodAttention(nn.Module):
         spatial = list(x.shape[1:-1])
         pads: list[int] = []
         for axis in range(rank):
-            pads.append(max(0, self._kernels[axis] * self._dilations[axis] - spatial[axis]))
-        padded = max(pads) > 0
+            pads.append(self._kernels[axis] * self._dilations[axis] - spatial[axis])
+        padded = False
+        if not torch.jit.is_scripting():
+            if torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
+                # an exported graph serves every size: pad by a possibly-zero amount, never branch on the size
+                for axis in range(rank):
+                    pads[axis] = torch.sym_max(pads[axis], 0)
+                padded = True
+        if not padded:
+            for axis in range(rank):
+                pads[axis] = max(pads[axis], 0)
+            padded = max(pads) > 0
         if padded:
             pad_arg = [0, 0]  # F.pad lists the last axis first: channels (unpadded), then spatial from the last
             for axis in range(rank - 1, -1, -1):
