@@ -53,10 +53,11 @@ def main(argv: list[str]) -> None:
     add_debug_argument(parser)
     args = parser.parse_args(argv)
     upstream = None if args.upstream_kwargs is None else json_object(args.upstream_kwargs, '--upstream-kwargs')
+    model_kwargs = json_object(args.model_kwargs, '--model-kwargs')
     if args.output is None and args.hub_dir is None:
         parser.error('give the output .safetensors file, --hub-dir DIR, or both')
     tensors = convert_checkpoint(args.family, args.source, args.output, model=args.model,
-                                 model_kwargs=json_object(args.model_kwargs, '--model-kwargs'), upstream_kwargs=upstream,
+                                 model_kwargs=model_kwargs, upstream_kwargs=upstream,
                                  hub_dir=args.hub_dir)
     params = sum(t.numel() for t in tensors.values())
     for written in (args.output, args.hub_dir):
@@ -65,7 +66,6 @@ def main(argv: list[str]) -> None:
     if args.hub_dir:
         print(f"load it with: timm.create_model('local-dir:{args.hub_dir}', pretrained=True)")
     if args.model and args.output:
-        model_kwargs = json_object(args.model_kwargs, '--model-kwargs')
         extra = ''.join(f', {k}={v!r}' for k, v in model_kwargs.items())
         classes = f", num_classes={model_kwargs['num_classes']}" if 'num_classes' in model_kwargs else ''
         print(f"load it with: timm.create_model('{args.model}', pretrained=True, "
