@@ -135,7 +135,7 @@ def _sizes(row: dict[str, Any]) -> str:
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Markdown table of :func:`check_model` rows."""
     lines = ['| model | params (M) | export ok | dynamic axes | input sizes | max error (size 1, size 2) | '
-             'output scale | exports (s) | row time (s) | note |', '|' + '---|' * 10]
+             'output scale | exports (s) | row time (s) | commit | note |', '|' + '---|' * 11]
     for row in rows:
         errors = ', '.join(f'{e:.1e}' for e in row.get('max_error', []))
         scale = max(row.get('output_scale', [0]) or [0])
@@ -146,7 +146,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         note = '; '.join(filter(None, (row.get('dynamic_failure', ''), row.get('error', '') if not row.get('ok')
                                        else '')))
         lines.append(f"| {row['model']} | {params} | {ok} | {dynamic} | {_sizes(row)} | "
-                     f"{errors or '-'} | {scale:.2g} | {exports} | {row.get('wall_s', '-')} | {note} |")
+                     f"{errors or '-'} | {scale:.2g} | {exports} | {row.get('wall_s', '-')} | {row.get('commit', '-')} | {note} |")
     return '\n'.join(lines)
 
 

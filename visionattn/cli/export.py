@@ -3,7 +3,7 @@
     python tools/export.py onnx MODEL --out model.onnx [--checkpoint FILE] [--input-size H W] [--dynamic AXIS ...]
     python tools/export.py program MODEL --out model.pt2 [--checkpoint FILE] [--input-size H W] [--dynamic AXIS ...]
     python tools/export.py timm CONFIG CHECKPOINT [--part backbone|classifier] [--out weights.safetensors] [--hub-dir DIR]
-    python tools/export.py check [--models NAME ...] [--out benchmarks/onnx_export.md]
+    python tools/export.py check [--models NAME ...] [--out benchmarks/onnx.md] [--resume]
 
 MODEL is a timm model name (the project's models after ``import visionattn``) or a timm hub folder
 (``local-dir:DIR``); ``--checkpoint`` is a weights file or a checkpoint saved by ``tools/train.py`` (its timm
@@ -24,7 +24,8 @@ what fits). ``--model-kwargs`` are further ``timm.create_model`` arguments.
   gives the features model it was trained as).
 - ``check``: the table of every registered model (or ``--models``): ONNX export and its largest
   difference from PyTorch at two input sizes, each model in its own process
-  (:mod:`visionattn.analysis.export_check`).
+  (:mod:`visionattn.analysis.export_check`). The table is rewritten after every model; ``--resume`` keeps the
+  rows an earlier run wrote to ``--out`` (each row names the commit it was checked at) and checks the rest.
 """
 from __future__ import annotations
 
@@ -91,8 +92,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument('--timeout', type=float, default=3600, help='seconds allowed per model (default 3600)')
     p.add_argument('--threads', type=int, help='OMP_NUM_THREADS of each model process')
     p.add_argument('--jobs', type=int, default=1, help='models checked at once, each in its own process (default 1)')
+    p.add_argument('--resume', action='store_true',
+                   help='keep the rows of the models already in --out (its .json) and check only the others; delete '
+                        'a row from the .json to check that model again')
     add_debug_argument(p)
     args = parser.parse_args(argv)
+    if args.command == 'check' and args.resume and args.out is None:
+        parser.error('check --resume: give --out, the table to continue')
     if args.command == 'timm' and args.out is None and args.hub_dir is None:
         parser.error('timm: give --out FILE.safetensors, --hub-dir DIR, or both')
     return args
@@ -193,24 +199,29 @@ def _timm(args: argparse.Namespace) -> None:
                  else ''))
 
 
+def _git(*command: str) -> str:
+    import subprocess
+    done = subprocess.run(['git', *command], capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else 'unknown'
+
+
+def _commit() -> str:
+    """The short hash of HEAD, marked when tracked files have uncommitted changes."""
+    return _git('rev-parse', '--short', 'HEAD') + ('+changes' if _git('status', '--porcelain', '--untracked-files=no')
+                                                   else '')
+
+
 def _provenance(argv: list[str], threads: Optional[int]) -> str:
     """The header of a committed table: command, date, machine, and the commit it measured."""
     import platform
-    import subprocess
     from importlib.metadata import version
 
     import torch
 
     from ..analysis.profiling import cpu_name, load_average
-
-    def git(*command: str) -> str:
-        done = subprocess.run(['git', *command], capture_output=True, text=True)
-        return done.stdout.strip() if done.returncode == 0 else 'unknown'
-    dirty = ' (plus uncommitted changes)' if git('status', '--porcelain', '--untracked-files=no') else ''
     versions = ', '.join(f'{name} {version(name)}' for name in ('torch', 'onnx', 'onnxscript', 'onnxruntime'))
     return (f'Command: `python tools/export.py {" ".join(argv)}`\n'
-            f'Date: {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}; commit {git("rev-parse", "--short", "HEAD")}'
-            f'{dirty}\n'
+            f'Date: {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}; commit {_commit()}\n'
             f'Machine: {cpu_name()}, {os.cpu_count()} cores (shared, loaded; load average {load_average()}), '
             f'{threads or torch.get_num_threads()} thread(s) per model process; Python {platform.python_version()}, '
             f'{versions}\n')
@@ -242,7 +253,12 @@ def _check(args: argparse.Namespace, argv: list[str]) -> None:
     from ..timm_suite import project_models
     names = _families_first(args.models or project_models())
     header = _provenance(argv, args.threads)
-    rows: list[dict[str, Any]] = []
+    rows = _earlier_rows(args.out, names) if args.resume else []
+    if rows:
+        header += (f'Kept from earlier runs (--resume): {len(rows)} rows, checked at commit(s) '
+                   f'{", ".join(sorted({row["commit"] for row in rows}))}\n')
+        print(f'{args.out}: keeping the rows of {len(rows)} models; checking {len(names) - len(rows)}')
+    commit = _commit()
     start = time.time()
 
     def write(done: bool) -> None:
@@ -262,9 +278,11 @@ def _check(args: argparse.Namespace, argv: list[str]) -> None:
         if done:
             print(summary + (f'\nwrote {args.out}' if args.out else ''))
 
-    checked: set[str] = set()
+    checked = {row['model'] for row in rows}
     with ThreadPoolExecutor(args.jobs) as pool:  # each row is its own process
-        for row in pool.map(lambda name: run_isolated(name, args.timeout, args.threads), names):
+        todo = [name for name in names if name not in checked]
+        for row in pool.map(lambda name: run_isolated(name, args.timeout, args.threads), todo):
+            row['commit'] = commit
             rows.append(row)
             checked.add(row['model'])
             print(format_table([row]).splitlines()[-1], flush=True)
@@ -272,6 +290,21 @@ def _check(args: argparse.Namespace, argv: list[str]) -> None:
     write(done=True)
     if any(not row.get('ok') for row in rows):
         raise SystemExit(1)
+
+
+def _earlier_rows(out: Path, names: list[str]) -> list[dict[str, Any]]:
+    """The rows of ``names`` in the table an earlier ``check`` wrote to ``out`` (its .json), each with the commit it
+    was checked at (older tables kept it only in their header)."""
+    import re
+    saved = out.with_suffix('.json')
+    if not saved.is_file():
+        raise ConfigError(f'check --resume: {saved} does not exist; run without --resume to start the table')
+    table = json.loads(saved.read_text())
+    found = re.search(r'commit (\S+)', table.get('header', ''))
+    rows = [dict(row) for row in table['rows'] if row['model'] in names]
+    for row in rows:
+        row.setdefault('commit', found.group(1) if found else 'unknown')
+    return rows
 
 
 EXPLANATION = ('Each model (random weights at timm\'s initialisation, eval mode) is exported by the dynamo exporter at its '
