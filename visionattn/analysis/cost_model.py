@@ -358,9 +358,10 @@ def bra_triton_cost(problem: BRAProblem, kernel: str = 'forward',
         if kernel == 'forward':  # QK^T, PV
             moved = regions * tokens * (qrow + vrow + 4) + keys * (qrow + vrow)
             flops, useful_flops = 2 * (cfg.block_d + cfg.block_dv) * lanes, problem.useful_flops()
-        else:  # QK^T, dO V^T, dS K
-            moved = regions * tokens * (2 * qrow + vrow + 8) + keys * (qrow + vrow)
-            flops, useful_flops = 2 * (2 * cfg.block_d + cfg.block_dv) * lanes, problem.useful_flops() * 5 / 4
+        else:  # a first pass QK^T, dO V^T for delta = rowsum(dP * P), then QK^T, dO V^T, dS K
+            moved = regions * tokens * (2 * qrow + vrow + 8) + 2 * keys * (qrow + vrow)
+            flops = 2 * (3 * cfg.block_d + 2 * cfg.block_dv) * lanes
+            useful_flops = problem.useful_flops() * 5 / 4
         programs = regions * q_tiles
     elif kernel == 'dkdv':
         k_tiles = -(-tokens // cfg.block_region)

@@ -116,7 +116,10 @@ from .dispatch import autocast_inputs, select_backend, triton_interpreted
 
 __all__ = ['bra_routing', 'bra_attention', 'bi_level_routing_attention', 'bra_attention_reference']
 
-_SCORE_BUDGET = 1 << 22  # attention scores the PyTorch path computes per step (16 MiB in float32)
+# attention scores the PyTorch path computes per step (1 MiB in float32): steps whose temporaries stay in cache
+# and are reused by the allocator; 16 MiB steps were 1.3x slower at BiFormer-S's stage sizes on CPU (every step's
+# fresh score, key and value buffers were first touched, page by page)
+_SCORE_BUDGET = 1 << 18
 
 
 # ----------------------------------------------------------------------------------------------
@@ -263,11 +266,33 @@ def _mask_rows(key_mask: Optional[Tensor], batch: int, grid_h: int, grid_w: int)
     return None if key_mask is None else _to_regions(key_mask.expand(batch, -1, -1), grid_h, grid_w)
 
 
+def _heads_outermost(x: Tensor, grid_h: int, grid_w: int, dtype: torch.dtype) -> Tensor:
+    """(B, H, W, heads, *rest) -> (heads, B * regions, tokens per region, *rest) in ``dtype``, contiguous, in one
+    copy: the routed regions of every head are then gathered with one contiguous ``index_select`` and multiplied
+    with no further copy (a heads-inner layout made ``matmul`` copy every gathered block again)."""
+    batch, height, width, heads = x.shape[:4]
+    rest = x.shape[4:]
+    blocks = x.reshape(batch, grid_h, height // grid_h, grid_w, width // grid_w, heads, *rest)
+    blocks = blocks.permute(5, 0, 1, 3, 2, 4, *range(6, blocks.dim()))
+    rows = torch.empty(blocks.shape, dtype=dtype, device=x.device).copy_(blocks)
+    return rows.view(heads, batch * grid_h * grid_w, (height // grid_h) * (width // grid_w), *rest)
+
+
+def _from_heads_outermost(x: Tensor, batch: int, grid_h: int, grid_w: int, height: int, width: int,
+                          dtype: torch.dtype) -> Tensor:
+    """Inverse of :func:`_heads_outermost`: (B, H, W, heads, *rest) in ``dtype``, contiguous, in one copy."""
+    heads, rest = x.shape[0], x.shape[3:]
+    blocks = x.view(heads, batch, grid_h, grid_w, height // grid_h, width // grid_w, *rest)
+    blocks = blocks.permute(1, 2, 4, 3, 5, 0, *range(6, blocks.dim()))
+    out = torch.empty(blocks.shape, dtype=dtype, device=x.device).copy_(blocks)
+    return out.view(batch, height, width, heads, *rest)
+
+
 def _key_rows(x: Tensor, grid_h: int, grid_w: int, dtype: torch.dtype, mask_rows: Optional[Tensor]) -> Tensor:
-    """Keys or values region-major (rows, T, h, c) in ``dtype``, masked tokens zeroed: a masked key takes no
+    """Keys or values (heads, rows, T, c) in ``dtype``, masked tokens zeroed: a masked key takes no
     part, so a NaN it holds must not reach any result through ``0 * NaN``."""
-    rows = _to_regions(x, grid_h, grid_w).to(dtype)
-    return rows if mask_rows is None else rows.masked_fill(~mask_rows[..., None, None], 0)
+    rows = _heads_outermost(x, grid_h, grid_w, dtype)
+    return rows if mask_rows is None else rows.masked_fill(~mask_rows[None, ..., None], 0)
 
 
 class _Plan:
@@ -300,23 +325,23 @@ class _Plan:
 
 
 def _gather_keys(x: Tensor, routed: Tensor) -> Tensor:
-    """Tokens of the routed regions: x (rows, T, h, c), routed (n, g) -> (n, h, g * T, c)."""
+    """Tokens of the routed regions: x (h, rows, T, c), routed (n, g) -> (h, n, g * T, c)."""
+    heads, _, tokens, channels = x.shape
     n, group = routed.shape
-    picked = x.index_select(0, routed.reshape(-1))
-    return picked.reshape(n, group * x.shape[1], *x.shape[2:]).transpose(1, 2)
+    return x.index_select(1, routed.reshape(-1)).reshape(heads, n, group * tokens, channels)
 
 
 def _scatter_keys(dst: Tensor, routed: Tensor, grad: Tensor) -> None:
-    """Add grad (n, h, g * T, c) of the routed tokens into dst (rows, T, h, c), inverse of _gather_keys."""
-    n, group = routed.shape
-    grad = grad.transpose(1, 2).reshape(n * group, dst.shape[1], *dst.shape[2:])
-    dst.index_add_(0, routed.reshape(-1), grad)
+    """Add grad (h, n, g * T, c) of the routed tokens into dst (h, rows, T, c), inverse of _gather_keys."""
+    heads, _, tokens, channels = dst.shape
+    dst.index_add_(1, routed.reshape(-1), grad.reshape(heads, routed.numel(), tokens, channels))
 
 
-def _masked_scores(q: Tensor, keys: Tensor, scale: float, mask_rows: Optional[Tensor], routed: Tensor) -> Tensor:
-    scores = (q @ keys.transpose(-2, -1)) * scale
+def _masked_scores(q: Tensor, keys: Tensor, mask_rows: Optional[Tensor], routed: Tensor) -> Tensor:
+    """Logits of the (already scaled) queries against the routed keys, masked keys at -inf."""
+    scores = q @ keys.transpose(-2, -1)
     if mask_rows is not None:
-        valid = mask_rows.index_select(0, routed.reshape(-1)).reshape(routed.shape[0], 1, 1, -1)
+        valid = mask_rows.index_select(0, routed.reshape(-1)).reshape(1, routed.shape[0], 1, -1)
         scores = scores.masked_fill(~valid, float('-inf'))
     return scores
 
@@ -326,18 +351,20 @@ def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _attend_group(q_tile: Tensor, routed: Tensor, k_rows: Tensor, v_rows: Tensor, mask_rows: Optional[Tensor],
-                  scale: float, state: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-    """One online-softmax step: (running max, sum, output) after the keys of the routed regions ``routed``.
-    A function of its own so that the step's score-sized temporaries are freed before the next step."""
-    run_max, run_sum, run_out = state
-    scores = _masked_scores(q_tile, _gather_keys(k_rows, routed), scale, mask_rows, routed)
-    new_max = torch.maximum(run_max, scores.amax(-1))
+                  state: Optional[tuple[Tensor, Tensor, Tensor]]) -> tuple[Tensor, Tensor, Tensor]:
+    """One online-softmax step: (running max, sum, output) after the keys of the routed regions ``routed``
+    (``state`` None: the first step, nothing to rescale). A function of its own so that the step's
+    score-sized temporaries are freed before the next step."""
+    scores = _masked_scores(q_tile, _gather_keys(k_rows, routed), mask_rows, routed)
+    new_max = scores.amax(-1) if state is None else torch.maximum(state[0], scores.amax(-1))
     shift = new_max.masked_fill(new_max == float('-inf'), 0)  # every key so far masked
-    probs = torch.exp(scores - shift.unsqueeze(-1))
+    probs = scores.sub_(shift.unsqueeze(-1)).exp_()  # in place: the step's largest temporary
+    step_out = probs @ _gather_keys(v_rows, routed)
+    if state is None:
+        return new_max, probs.sum(-1), step_out
+    run_max, run_sum, run_out = state
     rescale = torch.exp(run_max - shift)
-    run_sum = run_sum * rescale + probs.sum(-1)
-    run_out = run_out * rescale.unsqueeze(-1) + probs @ _gather_keys(v_rows, routed)
-    return new_max, run_sum, run_out
+    return new_max, run_sum * rescale + probs.sum(-1), run_out.mul_(rescale.unsqueeze(-1)).add_(step_out)
 
 
 def _torch_forward(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, key_mask: Optional[Tensor],
@@ -351,35 +378,33 @@ def _torch_forward(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, key_ma
     plan = _Plan(q, region_index, grid_h, grid_w)
     with torch.autocast(q.device.type, enabled=False):
         mask_rows = _mask_rows(key_mask, batch, grid_h, grid_w)
-        q_rows = _to_regions(q, grid_h, grid_w).to(acc).transpose(1, 2)  # (rows, h, T, d)
-        k_rows = _key_rows(k, grid_h, grid_w, acc, mask_rows)  # (rows, T, h, d)
+        q_rows = _heads_outermost(q, grid_h, grid_w, acc) * scale  # (h, rows, T, d), scaled once, not the logits
+        k_rows = _key_rows(k, grid_h, grid_w, acc, mask_rows)
         v_rows = _key_rows(v, grid_h, grid_w, acc, mask_rows)
         out = q_rows.new_empty(*q_rows.shape[:3], v.shape[-1])
         lse = q_rows.new_empty(q_rows.shape[:3])
         for rows, queries in plan.tiles():
-            q_tile = q_rows[rows, :, queries]
-            state = (q_tile.new_full(q_tile.shape[:-1], float('-inf')), q_tile.new_zeros(q_tile.shape[:-1]),
-                     q_tile.new_zeros(*q_tile.shape[:-1], v.shape[-1]))
+            q_tile = q_rows[:, rows, queries].contiguous()  # once, not in every step's matmul
+            state = None
             for routed in plan.groups(rows):
-                state = _attend_group(q_tile, routed, k_rows, v_rows, mask_rows, scale, state)
+                state = _attend_group(q_tile, routed, k_rows, v_rows, mask_rows, state)
             run_max, run_sum, run_out = state
             attended = run_sum != 0  # NaN counts as attended
-            out[rows, :, queries] = run_out / torch.where(attended, run_sum, 1).unsqueeze(-1)
-            lse[rows, :, queries] = torch.where(attended, run_max + torch.log(run_sum), float('inf'))
-    out = _from_regions(out.transpose(1, 2), batch, grid_h, grid_w, height, width)
-    lse = _from_regions(lse.transpose(1, 2), batch, grid_h, grid_w, height, width)
-    return out.to(q.dtype).contiguous(), lse.contiguous()
+            torch.div(run_out, torch.where(attended, run_sum, 1).unsqueeze(-1), out=out[:, rows, queries])
+            lse[:, rows, queries] = torch.where(attended, run_max + torch.log(run_sum), float('inf'))
+    return (_from_heads_outermost(out, batch, grid_h, grid_w, height, width, q.dtype),
+            _from_heads_outermost(lse, batch, grid_h, grid_w, height, width, lse.dtype))
 
 
 def _backward_group(q_tile: Tensor, g_tile: Tensor, lse_tile: Tensor, delta_tile: Tensor, routed: Tensor,
-                    k_rows: Tensor, v_rows: Tensor, mask_rows: Optional[Tensor], scale: float, dk: Tensor,
+                    k_rows: Tensor, v_rows: Tensor, mask_rows: Optional[Tensor], dk: Tensor,
                     dv: Tensor) -> Tensor:
     """Adds the routed keys' share of dK and dV for one step and returns the step's dQ (unscaled)."""
     keys, values = _gather_keys(k_rows, routed), _gather_keys(v_rows, routed)
-    probs = torch.exp(_masked_scores(q_tile, keys, scale, mask_rows, routed) - lse_tile.unsqueeze(-1))
+    probs = _masked_scores(q_tile, keys, mask_rows, routed).sub_(lse_tile.unsqueeze(-1)).exp_()
     dscores = probs * (g_tile @ values.transpose(-2, -1) - delta_tile.unsqueeze(-1))
     _scatter_keys(dv, routed, probs.transpose(-2, -1) @ g_tile)
-    _scatter_keys(dk, routed, (dscores.transpose(-2, -1) @ q_tile) * scale)
+    _scatter_keys(dk, routed, dscores.transpose(-2, -1) @ q_tile)  # q_tile is scaled: dK = dS^T (scale Q)
     return dscores @ keys
 
 
@@ -390,32 +415,27 @@ def _torch_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, region_in
     batch, height, width = q.shape[:3]
     acc = _accumulation_dtype(q.dtype)
     plan = _Plan(q, region_index, grid_h, grid_w)
-
-    def rows_heads_first(x: Tensor) -> Tensor:
-        return _to_regions(x, grid_h, grid_w).to(acc).transpose(1, 2)
-
     with torch.autocast(q.device.type, enabled=False):
         mask_rows = _mask_rows(key_mask, batch, grid_h, grid_w)
-        q_rows, g_rows, lse_rows = rows_heads_first(q), rows_heads_first(grad_out), rows_heads_first(lse)
-        delta = (g_rows * rows_heads_first(out)).sum(-1)  # (rows, h, T): rowsum(dO * O)
+        g_rows, lse_rows, out_rows = (_heads_outermost(x, grid_h, grid_w, acc) for x in (grad_out, lse, out))
+        q_rows = _heads_outermost(q, grid_h, grid_w, acc) * scale  # as in the forward
+        delta = (g_rows * out_rows).sum(-1)  # (h, rows, T): rowsum(dO * O)
         k_rows = _key_rows(k, grid_h, grid_w, acc, mask_rows)
         v_rows = _key_rows(v, grid_h, grid_w, acc, mask_rows)
-        dq = torch.zeros_like(q_rows)
+        dq = torch.zeros_like(q_rows)  # dQ = scale dS K: scaled at the end
         dk = torch.zeros_like(k_rows)
         dv = torch.zeros_like(v_rows)
         for rows, queries in plan.tiles():
-            tile = (q_rows[rows, :, queries], g_rows[rows, :, queries], lse_rows[rows, :, queries],
-                    delta[rows, :, queries])
+            tile = (q_rows[:, rows, queries], g_rows[:, rows, queries], lse_rows[:, rows, queries],
+                    delta[:, rows, queries])
             for routed in plan.groups(rows):
-                dq[rows, :, queries] += _backward_group(*tile, routed, k_rows, v_rows, mask_rows, scale, dk, dv)
+                dq[:, rows, queries] += _backward_group(*tile, routed, k_rows, v_rows, mask_rows, dk, dv)
         dq *= scale
         if mask_rows is not None:  # masked keys take no part: zero gradients, even next to a NaN query
-            dk.masked_fill_(~mask_rows[..., None, None], 0)
-            dv.masked_fill_(~mask_rows[..., None, None], 0)
-    dq = _from_regions(dq.transpose(1, 2), batch, grid_h, grid_w, height, width)
-    dk = _from_regions(dk, batch, grid_h, grid_w, height, width)
-    dv = _from_regions(dv, batch, grid_h, grid_w, height, width)
-    return dq.to(q.dtype).contiguous(), dk.to(k.dtype).contiguous(), dv.to(v.dtype).contiguous()
+            dk.masked_fill_(~mask_rows[None, ..., None], 0)
+            dv.masked_fill_(~mask_rows[None, ..., None], 0)
+    return tuple(_from_heads_outermost(grad, batch, grid_h, grid_w, height, width, x.dtype)
+                 for grad, x in ((dq, q), (dk, k), (dv, v)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -442,7 +462,7 @@ def _backward_op(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, region_index
                  backend: str) -> tuple[Tensor, Tensor, Tensor]:
     if backend == 'triton':
         from visionattn.kernels import bra as kernels
-        return kernels.backward(grad_out, q, k, v, region_index, key_mask, out, lse, grid_h, grid_w, scale,
+        return kernels.backward(grad_out, q, k, v, region_index, key_mask, lse, grid_h, grid_w, scale,
                                 triton_interpreted())
     return _torch_backward(grad_out, q, k, v, region_index, key_mask, out, lse, grid_h, grid_w, scale)
 
