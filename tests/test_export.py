@@ -91,6 +91,7 @@ def test_bad_requests_say_what_to_do(tmp_path):
     (['onnx', 'no_such_model', '--out', 'x.onnx'], "unknown timm model 'no_such_model'"),
     (['program', 'dinat_mini', '--out', 'x.pt2', '--model-kwargs', '[1]'], 'give a JSON object'),
     (['program', 'dinat_mini', '--out', 'x.pt2', '--checkpoint', 'missing.pth'], 'does not exist'),
+    (['check', '--models', 'resnet18_cbam', '--out', 'no_table.md', '--resume'], 'run without --resume'),
 ])
 def test_program_errors_are_one_line(argv, message, capsys):
     from visionattn.cli.export import main
@@ -98,3 +99,31 @@ def test_program_errors_are_one_line(argv, message, capsys):
         main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_check_resume_keeps_earlier_rows_and_checks_the_rest(tmp_path, monkeypatch):
+    """A stopped ``export.py check`` loses nothing: ``--resume`` keeps the rows it wrote (with the commit they
+    were checked at) and checks only the models without a row."""
+    import json
+
+    from visionattn.analysis import export_check
+    from visionattn.cli.export import main
+    earlier = dict(model='resnet18_cbam', params=11_780_000, sizes=[[224, 224], [256, 192]], export_s=[11.4],
+                   max_error=[9.7e-8, 9.7e-8], output_scale=[0.27, 0.27], dynamic_axes=['batch', 'height', 'width'],
+                   ok=True, wall_s=24.8)
+    table = tmp_path / 'onnx.md'
+    table.with_suffix('.json').write_text(json.dumps(dict(header='Date: then; commit abc1234\n', rows=[earlier])))
+    checked = []
+
+    def run_isolated(name, timeout_s, threads=None):
+        checked.append(name)
+        return dict(earlier, model=name, max_error=[1e-7, 1e-7])
+    monkeypatch.setattr(export_check, 'run_isolated', run_isolated)
+    main(['check', '--models', 'resnet18_cbam', 'resnet18_ela', '--out', str(table), '--resume'])
+    assert checked == ['resnet18_ela']
+    rows = {row['model']: row for row in json.loads(table.with_suffix('.json').read_text())['rows']}
+    assert rows['resnet18_cbam'] == dict(earlier, commit='abc1234')
+    assert rows['resnet18_ela']['commit'] not in ('abc1234', '')
+    text = table.read_text()
+    assert 'Kept from earlier runs (--resume): 1 rows, checked at commit(s) abc1234' in text
+    assert '| resnet18_cbam | 11.78 | yes |' in text and '| abc1234 |' in text
