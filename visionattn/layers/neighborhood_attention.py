@@ -78,9 +78,12 @@ class _NeighborhoodAttention(nn.Module):
         padded = False
         if not torch.jit.is_scripting():
             if torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
-                # an exported graph serves every size: pad by a possibly-zero amount, never branch on the size
+                # an exported graph serves every size: pad by a possibly-zero amount, never branch on the size;
+                # written max(window, size) - size, so the padded size is max(window, size), which the shape
+                # solver simplifies (size + max(window - size, 0) left it guards it called inconsistent)
                 for axis in range(rank):
-                    pads[axis] = torch.sym_max(pads[axis], 0)
+                    window = self._kernels[axis] * self._dilations[axis]
+                    pads[axis] = torch.sym_max(window, spatial[axis]) - spatial[axis]
                 padded = True
         if not padded:
             for axis in range(rank):
