@@ -266,15 +266,20 @@ def _mask_rows(key_mask: Optional[Tensor], batch: int, grid_h: int, grid_w: int)
     return None if key_mask is None else _to_regions(key_mask.expand(batch, -1, -1), grid_h, grid_w)
 
 
-def _heads_outermost(x: Tensor, grid_h: int, grid_w: int, dtype: torch.dtype) -> Tensor:
-    """(B, H, W, heads, *rest) -> (heads, B * regions, tokens per region, *rest) in ``dtype``, contiguous, in one
-    copy: the routed regions of every head are then gathered with one contiguous ``index_select`` and multiplied
-    with no further copy (a heads-inner layout made ``matmul`` copy every gathered block again)."""
+def _heads_outermost(x: Tensor, grid_h: int, grid_w: int, dtype: torch.dtype, scale: float = 1.0) -> Tensor:
+    """(B, H, W, heads, *rest) -> (heads, B * regions, tokens per region, *rest) in ``dtype``, times ``scale``,
+    contiguous, in one pass: the routed regions of every head are then gathered with one contiguous
+    ``index_select`` and multiplied with no further copy (a heads-inner layout made ``matmul`` copy every gathered
+    block again)."""
     batch, height, width, heads = x.shape[:4]
     rest = x.shape[4:]
     blocks = x.reshape(batch, grid_h, height // grid_h, grid_w, width // grid_w, heads, *rest)
     blocks = blocks.permute(5, 0, 1, 3, 2, 4, *range(6, blocks.dim()))
-    rows = torch.empty(blocks.shape, dtype=dtype, device=x.device).copy_(blocks)
+    rows = torch.empty(blocks.shape, dtype=dtype, device=x.device)
+    if scale == 1.0:
+        rows.copy_(blocks)
+    else:
+        torch.mul(blocks, scale, out=rows)
     return rows.view(heads, batch * grid_h * grid_w, (height // grid_h) * (width // grid_w), *rest)
 
 
@@ -378,7 +383,7 @@ def _torch_forward(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, key_ma
     plan = _Plan(q, region_index, grid_h, grid_w)
     with torch.autocast(q.device.type, enabled=False):
         mask_rows = _mask_rows(key_mask, batch, grid_h, grid_w)
-        q_rows = _heads_outermost(q, grid_h, grid_w, acc) * scale  # (h, rows, T, d), scaled once, not the logits
+        q_rows = _heads_outermost(q, grid_h, grid_w, acc, scale)  # (h, rows, T, d), scaled once, not the logits
         k_rows = _key_rows(k, grid_h, grid_w, acc, mask_rows)
         v_rows = _key_rows(v, grid_h, grid_w, acc, mask_rows)
         out = q_rows.new_empty(*q_rows.shape[:3], v.shape[-1])
@@ -418,7 +423,7 @@ def _torch_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, region_in
     with torch.autocast(q.device.type, enabled=False):
         mask_rows = _mask_rows(key_mask, batch, grid_h, grid_w)
         g_rows, lse_rows, out_rows = (_heads_outermost(x, grid_h, grid_w, acc) for x in (grad_out, lse, out))
-        q_rows = _heads_outermost(q, grid_h, grid_w, acc) * scale  # as in the forward
+        q_rows = _heads_outermost(q, grid_h, grid_w, acc, scale)  # as in the forward
         delta = (g_rows * out_rows).sum(-1)  # (h, rows, T): rowsum(dO * O)
         k_rows = _key_rows(k, grid_h, grid_w, acc, mask_rows)
         v_rows = _key_rows(v, grid_h, grid_w, acc, mask_rows)
