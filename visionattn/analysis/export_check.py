@@ -151,10 +151,12 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 if __name__ == '__main__':  # the process of run_isolated
+    from .profiling import code_commit
+    _commit = code_commit()  # the code this process imported, whatever is committed while it runs
     try:
         _row = check_model(sys.argv[1], Path(sys.argv[2]))
     except Exception as _err:  # a failed export is a row of the table, with its reason
         traceback.print_exc()
         _row = dict(model=sys.argv[1], ok=False, error=f'{type(_err).__name__}: {str(_err).splitlines()[0][:300]}'
                     if str(_err) else type(_err).__name__)
-    print(_RESULT_MARK + json.dumps(_row), flush=True)
+    print(_RESULT_MARK + json.dumps(dict(_row, commit=_commit)), flush=True)

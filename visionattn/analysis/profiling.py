@@ -35,7 +35,8 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula, sdpa_flop_count
 
-__all__ = ['time_ms', 'peak_mib', 'count_flops', 'project_operators', 'cpu_name', 'machine', 'load_average']
+__all__ = ['time_ms', 'peak_mib', 'count_flops', 'project_operators', 'cpu_name', 'machine', 'load_average',
+           'code_commit']
 
 
 def _sync(device: torch.device) -> None:
@@ -139,6 +140,26 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def code_commit() -> str:
+    """The checkout's short commit hash, ``+changes`` when the code that runs (``visionattn/``, ``kernels/``) has
+    uncommitted changes (edited tables and notes do not count); ``unknown`` outside a git checkout."""
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*command: str) -> Optional[str]:
+        try:
+            done = subprocess.run(['git', '-C', str(root), *command], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+    head = git('rev-parse', '--short', 'HEAD')
+    if head is None:
+        return 'unknown'
+    return head + ('+changes' if git('status', '--porcelain', '--untracked-files=no', '--', 'visionattn', 'kernels')
+                   else '')
 
 
 def load_average() -> list[float]:

@@ -199,18 +199,6 @@ def _timm(args: argparse.Namespace) -> None:
                  else ''))
 
 
-def _git(*command: str) -> str:
-    import subprocess
-    done = subprocess.run(['git', *command], capture_output=True, text=True)
-    return done.stdout.strip() if done.returncode == 0 else 'unknown'
-
-
-def _commit() -> str:
-    """The short hash of HEAD, marked when tracked files have uncommitted changes."""
-    return _git('rev-parse', '--short', 'HEAD') + ('+changes' if _git('status', '--porcelain', '--untracked-files=no')
-                                                   else '')
-
-
 def _provenance(argv: list[str], threads: Optional[int]) -> str:
     """The header of a committed table: command, date, machine, and the commit it measured."""
     import platform
@@ -218,10 +206,10 @@ def _provenance(argv: list[str], threads: Optional[int]) -> str:
 
     import torch
 
-    from ..analysis.profiling import cpu_name, load_average
+    from ..analysis.profiling import code_commit, cpu_name, load_average
     versions = ', '.join(f'{name} {version(name)}' for name in ('torch', 'onnx', 'onnxscript', 'onnxruntime'))
     return (f'Command: `python tools/export.py {" ".join(argv)}`\n'
-            f'Date: {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}; commit {_commit()}\n'
+            f'Date: {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}; commit {code_commit()}\n'
             f'Machine: {cpu_name()}, {os.cpu_count()} cores (shared, loaded; load average {load_average()}), '
             f'{threads or torch.get_num_threads()} thread(s) per model process; Python {platform.python_version()}, '
             f'{versions}\n')
@@ -250,6 +238,7 @@ def _families_first(names: list[str]) -> list[str]:
 
 def _check(args: argparse.Namespace, argv: list[str]) -> None:
     from ..analysis.export_check import format_table, run_isolated
+    from ..analysis.profiling import code_commit
     from ..timm_suite import project_models
     names = _families_first(args.models or project_models())
     header = _provenance(argv, args.threads)
@@ -258,7 +247,6 @@ def _check(args: argparse.Namespace, argv: list[str]) -> None:
         header += (f'Kept from earlier runs (--resume): {len(rows)} rows, checked at commit(s) '
                    f'{", ".join(sorted({row["commit"] for row in rows}))}\n')
         print(f'{args.out}: keeping the rows of {len(rows)} models; checking {len(names) - len(rows)}')
-    commit = _commit()
     start = time.time()
 
     def write(done: bool) -> None:
@@ -282,7 +270,7 @@ def _check(args: argparse.Namespace, argv: list[str]) -> None:
     with ThreadPoolExecutor(args.jobs) as pool:  # each row is its own process
         todo = [name for name in names if name not in checked]
         for row in pool.map(lambda name: run_isolated(name, args.timeout, args.threads), todo):
-            row['commit'] = commit
+            row.setdefault('commit', code_commit())  # a process that reported nothing (timed out, crashed)
             rows.append(row)
             checked.add(row['model'])
             print(format_table([row]).splitlines()[-1], flush=True)
