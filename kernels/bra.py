@@ -161,6 +161,22 @@ def _forward_kernel(Q, K, V, IDX, MASK, OUT, LSE,
 
 
 @triton.jit
+def _routed_probs(q, do, lse_log2, IDX_ROW, s_ik, MASK_B, s_my, s_mx, K_BH, s_ky, s_kx, V_BH, s_vy, s_vx, d, dv,
+                  start, n_keys, qk_scale_log2, HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
+                  GRID_W: tl.constexpr, REGION_H: tl.constexpr, REGION_W: tl.constexpr, HAS_MASK: tl.constexpr,
+                  BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
+    """The dQ kernel's step over routed keys [start, start + BLOCK_N): the keys, the probabilities recomputed
+    from the log-sum-exp, and dP = dO V^T."""
+    k_region, k_tok, k_valid = _routed_keys(IDX_ROW, s_ik, MASK_B, s_my, s_mx, start, n_keys, HAS_MASK, GRID_W,
+                                            REGION_H, REGION_W, BLOCK_N)
+    k = _load_tile(K_BH, k_region, k_tok, k_valid, s_ky, s_kx, d, HEAD_DIM, GRID_W, REGION_H, REGION_W)
+    v = _load_tile(V_BH, k_region, k_tok, k_valid, s_vy, s_vx, dv, HEAD_DIM_V, GRID_W, REGION_H, REGION_W)
+    s = _dot(q, tl.trans(k), PRECISION, UPCAST_DOT) * qk_scale_log2
+    p = tl.where(k_valid[None, :], tl.exp2(s - lse_log2[:, None]), 0.0)
+    return k, p, _dot(do, tl.trans(v), PRECISION, UPCAST_DOT)
+
+
+@triton.jit
 def _backward_dq_kernel(Q, K, V, IDX, MASK, DO, LSE, DELTA, DQ,
                         s_qb, s_qy, s_qx, s_qh, s_kb, s_ky, s_kx, s_kh, s_vb, s_vy, s_vx, s_vh,
                         s_gb, s_gy, s_gx, s_gh, s_lb, s_ly, s_lx, s_lh, s_ib, s_ir, s_ik, s_mb, s_my, s_mx,
@@ -187,25 +203,20 @@ def _backward_dq_kernel(Q, K, V, IDX, MASK, DO, LSE, DELTA, DQ,
     # the difference into O(1) errors of ds = p * (dO.v - delta), which must cancel; written for the dK/dV kernel
     delta = tl.zeros([BLOCK_M], tl.float32)
     for start in range(0, topk * TOKENS, BLOCK_N):
-        k_region, k_tok, k_valid = _routed_keys(IDX + b * s_ib + region * s_ir, s_ik, MASK + b * s_mb, s_my, s_mx,
-                                                start, topk * TOKENS, HAS_MASK, GRID_W, REGION_H, REGION_W, BLOCK_N)
-        k = _load_tile(K_BH, k_region, k_tok, k_valid, s_ky, s_kx, d, HEAD_DIM, GRID_W, REGION_H, REGION_W)
-        v = _load_tile(V_BH, k_region, k_tok, k_valid, s_vy, s_vx, dv, HEAD_DIM_V, GRID_W, REGION_H, REGION_W)
-        s = _dot(q, tl.trans(k), PRECISION, UPCAST_DOT) * qk_scale_log2
-        p = tl.where(k_valid[None, :], tl.exp2(s - lse_log2[:, None]), 0.0)
-        delta += tl.sum(p * _dot(do, tl.trans(v), PRECISION, UPCAST_DOT), 1)
+        k, p, dp = _routed_probs(q, do, lse_log2, IDX + b * s_ib + region * s_ir, s_ik, MASK + b * s_mb, s_my, s_mx,
+                                 K_BH, s_ky, s_kx, V_BH, s_vy, s_vx, d, dv, start, topk * TOKENS, qk_scale_log2,
+                                 HEAD_DIM, HEAD_DIM_V, GRID_W, REGION_H, REGION_W, HAS_MASK, BLOCK_N, PRECISION,
+                                 UPCAST_DOT)
+        delta += tl.sum(p * dp, 1)
     tl.store(DELTA + b * s_db + h * s_dh + _token_offsets(region, q_tok, s_dy, s_dx, GRID_W, REGION_H, REGION_W),
              delta, mask=q_valid)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for start in range(0, topk * TOKENS, BLOCK_N):
-        k_region, k_tok, k_valid = _routed_keys(IDX + b * s_ib + region * s_ir, s_ik, MASK + b * s_mb, s_my, s_mx,
-                                                start, topk * TOKENS, HAS_MASK, GRID_W, REGION_H, REGION_W, BLOCK_N)
-        k = _load_tile(K_BH, k_region, k_tok, k_valid, s_ky, s_kx, d, HEAD_DIM, GRID_W, REGION_H, REGION_W)
-        v = _load_tile(V_BH, k_region, k_tok, k_valid, s_vy, s_vx, dv, HEAD_DIM_V, GRID_W, REGION_H, REGION_W)
-        s = _dot(q, tl.trans(k), PRECISION, UPCAST_DOT) * qk_scale_log2
-        p = tl.where(k_valid[None, :], tl.exp2(s - lse_log2[:, None]), 0.0)
-        ds = p * (_dot(do, tl.trans(v), PRECISION, UPCAST_DOT) - delta[:, None])
-        dq += _dot(ds.to(k.dtype), k, PRECISION, UPCAST_DOT)
+        k, p, dp = _routed_probs(q, do, lse_log2, IDX + b * s_ib + region * s_ir, s_ik, MASK + b * s_mb, s_my, s_mx,
+                                 K_BH, s_ky, s_kx, V_BH, s_vy, s_vx, d, dv, start, topk * TOKENS, qk_scale_log2,
+                                 HEAD_DIM, HEAD_DIM_V, GRID_W, REGION_H, REGION_W, HAS_MASK, BLOCK_N, PRECISION,
+                                 UPCAST_DOT)
+        dq += _dot((p * (dp - delta[:, None])).to(k.dtype), k, PRECISION, UPCAST_DOT)
     tl.store(_tile_ptrs(DQ + b * s_xb + h * s_xh, region, q_tok, s_xy, s_xx, d, GRID_W, REGION_H, REGION_W),
              (dq * scale).to(DQ.dtype.element_ty), mask=q_valid[:, None] & (d[None, :] < HEAD_DIM))
 
