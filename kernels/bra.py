@@ -12,10 +12,10 @@ region to ``topk`` regions shared by all heads.
   keeps tiles full whatever the region size (a 2x2 region has 4 tokens, a tile 16 or more). Online
   softmax in float32 (exp2), the log-sum-exp is saved for the backward.
 - Backward, dQ: the forward's walk twice, recomputing the probabilities from the log-sum-exp: a first
-  pass sums delta = rowsum(dP * P) for the softmax's gradient (FlashAttention takes rowsum(dO * O) from
-  the saved output instead, which in 16-bit dtypes is rounded, so where a saturated softmax makes
-  ds = p * (dP - delta) cancel, the rounding became O(1) gradient errors: benchmarks/fuzz_ops.md), the
-  second accumulates dQ; delta is written for the dK/dV kernel.
+  pass sums delta = rowsum(dP * P) / rowsum(P) for the softmax's gradient (FlashAttention takes
+  rowsum(dO * O) from the saved output instead, which in 16-bit dtypes is rounded, so where a saturated
+  softmax makes ds = p * (dP - delta) cancel, the rounding became O(1) gradient errors:
+  benchmarks/fuzz_ops.md), the second accumulates dQ; delta is written for the dK/dV kernel.
 - Backward, dK and dV: one program per (key block of a region, region, batch x head) walks the queries
   of every region routed to it, from the inverse routing (a CSR list made with one sort), so dK and dV
   are written once, without atomics.
@@ -79,7 +79,7 @@ def _load_tile(BASE, region, token, valid, s_y, s_x, cols, N_COLS: tl.constexpr,
 @triton.jit
 def _load_per_token(BASE, region, token, valid, s_y, s_x, other, GRID_W: tl.constexpr, REGION_H: tl.constexpr,
                     REGION_W: tl.constexpr):
-    """A float32 value per token (log-sum-exp, rowsum(dP * P))."""
+    """A float32 value per token (log-sum-exp, delta)."""
     return tl.load(BASE + _token_offsets(region, token, s_y, s_x, GRID_W, REGION_H, REGION_W), mask=valid,
                    other=other)
 
@@ -198,16 +198,21 @@ def _backward_dq_kernel(Q, K, V, IDX, MASK, DO, LSE, DELTA, DQ,
                     REGION_W)
     lse_log2 = _load_per_token(LSE + b * s_lb + h * s_lh, region, q_tok, q_valid, s_ly, s_lx, float('inf'), GRID_W,
                                REGION_H, REGION_W) * LOG2E
-    # delta = rowsum(p * dO.V) from the p recomputed here, not rowsum(dO * O) from the saved output: in 16-bit
-    # dtypes that output is rounded (and its p was rounded before the PV dot), and a saturated softmax turns
-    # the difference into O(1) errors of ds = p * (dO.v - delta), which must cancel; written for the dK/dV kernel
-    delta = tl.zeros([BLOCK_M], tl.float32)
+    # delta = rowsum(p * dP) / rowsum(p) over the p recomputed here, not rowsum(dO * O) from the saved output: in
+    # 16-bit dtypes that output is rounded (and its p was rounded before the PV dot), and where a saturated
+    # softmax makes ds = p * (dP - delta) cancel, the difference became O(1) gradient errors; dividing by rowsum(p)
+    # cancels the recomputed p's own error (its sum is 1 only up to the rounding of lse, ~1e-7 |lse|, which a
+    # logit of 100 made a 1e-4 gradient error in float32). Written for the dK/dV kernel.
+    p_dp = tl.zeros([BLOCK_M], tl.float32)
+    p_sum = tl.zeros([BLOCK_M], tl.float32)
     for start in range(0, topk * TOKENS, BLOCK_N):
         k, p, dp = _routed_probs(q, do, lse_log2, IDX + b * s_ib + region * s_ir, s_ik, MASK + b * s_mb, s_my, s_mx,
                                  K_BH, s_ky, s_kx, V_BH, s_vy, s_vx, d, dv, start, topk * TOKENS, qk_scale_log2,
                                  HEAD_DIM, HEAD_DIM_V, GRID_W, REGION_H, REGION_W, HAS_MASK, BLOCK_N, PRECISION,
                                  UPCAST_DOT)
-        delta += tl.sum(p * dp, 1)
+        p_dp += tl.sum(p * dp, 1)
+        p_sum += tl.sum(p, 1)
+    delta = p_dp / tl.where(p_sum == 0.0, 1.0, p_sum)  # no key attended: p = 0, delta unused
     tl.store(DELTA + b * s_db + h * s_dh + _token_offsets(region, q_tok, s_dy, s_dx, GRID_W, REGION_H, REGION_W),
              delta, mask=q_valid)
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
@@ -347,12 +352,12 @@ def backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
              key_mask: Optional[torch.Tensor], lse: torch.Tensor, grid_h: int, grid_w: int,
              scale: float, interpreted: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """dq, dk, dv (contiguous, in the dtypes of q, k, v). The saved output is not needed: the dQ kernel
-    recomputes the softmax's rowsum(dP * P) (``delta``) from the attention it recomputes."""
+    recomputes the softmax's rowsum(dP * P) / rowsum(P) (``delta``) from the attention it recomputes."""
     q, k, v, grad_out = (_dense_last_dim(t) for t in (q, k, v, grad_out))
     batch, height, width, heads = q.shape[:4]
     regions = grid_h * grid_w
     cfg = _Config(q, v, grid_h, grid_w, key_mask is not None, interpreted)
-    delta = torch.empty(lse.shape, dtype=torch.float32, device=q.device)  # rowsum(dP * P): the dQ kernel writes it
+    delta = torch.empty(lse.shape, dtype=torch.float32, device=q.device)  # the dQ kernel writes it
     dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
     dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
