@@ -283,6 +283,28 @@ def _forward_kernel(Q, K, V, RPB, OUT, LSE,
 
 
 @triton.jit
+def _window_step(c, chunks_y, chunks_z, lo_x, lo_y, lo_z, hi_x, hi_y, hi_z, grp_x, grp_y, grp_z,
+                 dil_x, dil_y, dil_z, q, do, lse, q_x, q_y, q_z, start_x, end_x, start_y, end_y, start_z, end_z,
+                 q_valid, k_base, v_base, skx, sky, skz, skd, svx, svy, svz, svd, head_dim, scale_log2,
+                 rpb_base, srx, sry, srz, kern_x, kern_y, kern_z, HAS_RPB: tl.constexpr,
+                 BLOCK_KX: tl.constexpr, BLOCK_KY: tl.constexpr, BLOCK_KZ: tl.constexpr, BLOCK_D: tl.constexpr,
+                 PRECISION: tl.constexpr, FP32_DOT: tl.constexpr, IDX: tl.constexpr):
+    """The dQ kernel's step over key chunk ``c`` of the tile's key box: the keys and their coordinates, the
+    window mask, the probabilities recomputed from the log-sum-exp (log2 units) and dP = dO V^T."""
+    k_x, k_y, k_z, kpos_x, kpos_y, kpos_z = _block(
+        lo_x + c // (chunks_y * chunks_z) * BLOCK_KX, lo_y + c // chunks_z % chunks_y * BLOCK_KY,
+        lo_z + c % chunks_z * BLOCK_KZ, grp_x, grp_y, grp_z, dil_x, dil_y, dil_z, BLOCK_KX, BLOCK_KY, BLOCK_KZ, IDX)
+    k_valid = (k_x < hi_x) & (k_y < hi_y) & (k_z < hi_z)
+    k = _load(k_base, kpos_x, kpos_y, kpos_z, skx, sky, skz, skd, k_valid, head_dim, BLOCK_D)
+    v = _load(v_base, kpos_x, kpos_y, kpos_z, svx, svy, svz, svd, k_valid, head_dim, BLOCK_D)
+    in_window = _in_window(start_x, end_x, start_y, end_y, start_z, end_z, q_valid, k_x, k_y, k_z, k_valid)
+    s = _logits(q, k, in_window, q_x, q_y, q_z, k_x, k_y, k_z, scale_log2, rpb_base, srx, sry, srz,
+                kern_x, kern_y, kern_z, HAS_RPB, PRECISION, FP32_DOT)
+    p = tl.where(in_window, tl.exp2(s - lse[:, None]), 0.)
+    return k, k_x, k_y, k_z, in_window, p, _mma(do, tl.trans(v), PRECISION, FP32_DOT)
+
+
+@triton.jit
 def _backward_dq_kernel(Q, K, V, RPB, DO, LSE, DELTA, DQ, DBIAS,
                         sqb, sqx, sqy, sqz, sqn, sqd,
                         skb, skx, sky, skz, skn, skd,
@@ -307,24 +329,35 @@ def _backward_dq_kernel(Q, K, V, RPB, DO, LSE, DELTA, DQ, DBIAS,
     do = _load(DO + b * sob + n * son, pos_x, pos_y, pos_z, sox, soy, soz, sod, q_valid, head_dim, BLOCK_D)
     lse_rows = (((b * heads + n) * X + pos_x) * Y + pos_y) * Z + pos_z
     lse = tl.load(LSE + lse_rows, mask=q_valid, other=0.) * 1.4426950408889634
-    delta = tl.load(DELTA + lse_rows, mask=q_valid, other=0.)
     rpb_base = RPB + n * srn
     dbias_rows = (((n * X + pos_x) * Y + pos_y) * Z + pos_z) * (kern_x * kern_y * kern_z)
     k_base, v_base = K + b * skb + n * skn, V + b * svb + n * svn
     chunks_y, chunks_z = (hi_y - lo_y + BLOCK_KY - 1) // BLOCK_KY, (hi_z - lo_z + BLOCK_KZ - 1) // BLOCK_KZ
+    n_chunks = (hi_x - lo_x + BLOCK_KX - 1) // BLOCK_KX * chunks_y * chunks_z
+    # delta = rowsum(p * dP) / rowsum(p) over the p recomputed here, not rowsum(dO * O) from the saved output:
+    # in 16-bit dtypes that output is rounded (and its p was rounded before the PV dot), and where a saturated
+    # softmax makes ds = p * (dP - delta) cancel, the difference became O(1) gradient errors; dividing by
+    # rowsum(p) cancels the recomputed p's own error (its sum is 1 only up to the rounding of lse). Written for
+    # the dK/dV kernel.
+    p_dp = tl.full([BLOCK_QX * BLOCK_QY * BLOCK_QZ], 0., tl.float32)
+    p_sum = tl.full([BLOCK_QX * BLOCK_QY * BLOCK_QZ], 0., tl.float32)
+    for c in range(0, n_chunks):
+        k, k_x, k_y, k_z, in_window, p, dp = _window_step(
+            c, chunks_y, chunks_z, lo_x, lo_y, lo_z, hi_x, hi_y, hi_z, grp_x, grp_y, grp_z, dil_x, dil_y, dil_z,
+            q, do, lse, q_x, q_y, q_z, start_x, end_x, start_y, end_y, start_z, end_z, q_valid, k_base, v_base,
+            skx, sky, skz, skd, svx, svy, svz, svd, head_dim, scale_log2, rpb_base, srx, sry, srz,
+            kern_x, kern_y, kern_z, HAS_RPB, BLOCK_KX, BLOCK_KY, BLOCK_KZ, BLOCK_D, PRECISION, FP32_DOT, IDX)
+        p_dp += tl.sum(tl.where(in_window, p * dp, 0.), 1)
+        p_sum += tl.sum(p, 1)
+    delta = p_dp / tl.where(p_sum == 0., 1., p_sum)  # no key in the window: p = 0, delta unused
+    tl.store(DELTA + lse_rows, delta, mask=q_valid)
     dq = tl.full([BLOCK_QX * BLOCK_QY * BLOCK_QZ, BLOCK_D], 0., tl.float32)
-    for c in range(0, (hi_x - lo_x + BLOCK_KX - 1) // BLOCK_KX * chunks_y * chunks_z):
-        k_x, k_y, k_z, kpos_x, kpos_y, kpos_z = _block(
-            lo_x + c // (chunks_y * chunks_z) * BLOCK_KX, lo_y + c // chunks_z % chunks_y * BLOCK_KY,
-            lo_z + c % chunks_z * BLOCK_KZ, grp_x, grp_y, grp_z, dil_x, dil_y, dil_z, BLOCK_KX, BLOCK_KY, BLOCK_KZ, IDX)
-        k_valid = (k_x < hi_x) & (k_y < hi_y) & (k_z < hi_z)
-        k = _load(k_base, kpos_x, kpos_y, kpos_z, skx, sky, skz, skd, k_valid, head_dim, BLOCK_D)
-        v = _load(v_base, kpos_x, kpos_y, kpos_z, svx, svy, svz, svd, k_valid, head_dim, BLOCK_D)
-        in_window = _in_window(start_x, end_x, start_y, end_y, start_z, end_z, q_valid, k_x, k_y, k_z, k_valid)
-        s = _logits(q, k, in_window, q_x, q_y, q_z, k_x, k_y, k_z, scale_log2, rpb_base, srx, sry, srz,
-                    kern_x, kern_y, kern_z, HAS_RPB, PRECISION, FP32_DOT)
-        p = tl.where(in_window, tl.exp2(s - lse[:, None]), 0.)
-        dp = _mma(do, tl.trans(v), PRECISION, FP32_DOT)
+    for c in range(0, n_chunks):
+        k, k_x, k_y, k_z, in_window, p, dp = _window_step(
+            c, chunks_y, chunks_z, lo_x, lo_y, lo_z, hi_x, hi_y, hi_z, grp_x, grp_y, grp_z, dil_x, dil_y, dil_z,
+            q, do, lse, q_x, q_y, q_z, start_x, end_x, start_y, end_y, start_z, end_z, q_valid, k_base, v_base,
+            skx, sky, skz, skd, svx, svy, svz, svd, head_dim, scale_log2, rpb_base, srx, sry, srz,
+            kern_x, kern_y, kern_z, HAS_RPB, BLOCK_KX, BLOCK_KY, BLOCK_KZ, BLOCK_D, PRECISION, FP32_DOT, IDX)
         ds = tl.where(in_window, p * (dp - delta[:, None]), 0.)
         if HAS_RPB:
             tap = (((k_x[None, :] - start_x[:, None]) * kern_y + (k_y[None, :] - start_y[:, None])) * kern_z
@@ -681,7 +714,7 @@ def _fold_bias_grad(dbias: Tensor, rpb: Tensor, problem: Problem) -> Tensor:
     return grad.view(rpb.shape).to(rpb.dtype)
 
 
-def backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, rpb: Optional[Tensor], out: Tensor, lse: Tensor,
+def backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, rpb: Optional[Tensor], lse: Tensor,
              kernel_size: Sequence[int], dilation: Sequence[int], stride: Sequence[int], is_causal: Sequence[bool],
              scale: float, interpreted: bool,
              tiles: Optional[tuple[TileConfig, TileConfig]] = None) -> tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
@@ -695,7 +728,7 @@ def backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, rpb: Optional[Te
         return grad_q, grad_k, grad_v, grad_rpb
     problem = _problem(q, kernel_size, dilation, stride, is_causal)
     lse = lse.contiguous()
-    delta = (grad_out.float() * out.float()).sum(-1).permute(0, 4, 1, 2, 3).contiguous()  # laid out like lse
+    delta = torch.empty_like(lse)  # rowsum(dP * P) / rowsum(P), laid out like lse: the dQ kernel writes it
     dbias = (torch.zeros((heads, *problem.shape, math.prod(problem.kernel_size)), dtype=torch.float32,
                          device=q.device) if rpb is not None else lse.new_zeros(1))
     rpb_t, *rpb_strides = _rpb_args(rpb, q)

@@ -86,7 +86,7 @@ def walk(problem, config, kernel):
             inside = [[p for p in range(s, s + c) if p < hi] for s, c, (_, hi) in zip(starts, chunk, boxes)]
             n_inside = math.prod(len(p) for p in inside)
             visited += n_owned * n_inside
-            moved += n_inside * (2 * row if kind == 'forward' else 2 * row + 8)
+            moved += n_inside * {'forward': 2 * row, 'dq': 4 * row, 'dkdv': 2 * row + 8}[kernel]  # dQ: two passes
             for own in itertools.product(*owned_axes):
                 for other in itertools.product(*inside):
                     query, key = (own, other) if kind == 'forward' else (other, own)

@@ -131,7 +131,7 @@ def random_tiles(rng: random.Random, problem: dict):
 
 def run_kernels(q, k, v, rpb, problem, grad_out, tile=None, tiles=None):
     out, lse = na.forward(q, k, v, rpb, *kernel_args(problem), tile=tile)
-    grads = na.backward(grad_out, q, k, v, rpb, out, lse, *kernel_args(problem), tiles=tiles)
+    grads = na.backward(grad_out, q, k, v, rpb, lse, *kernel_args(problem), tiles=tiles)
     return out, lse, grads
 
 
@@ -270,7 +270,7 @@ def test_empty_batch_and_zero_heads(batch, heads):
     q, k, v, rpb = make_inputs(problem, batch=batch, heads=heads, dim=8, dtype=torch.float16)
     out, lse = na.forward(q, k, v, rpb, *kernel_args(problem))
     assert out.shape == q.shape and lse.shape == (batch, heads, 1, 5, 6)
-    grads = na.backward(out, q, k, v, rpb, out, lse, *kernel_args(problem))
+    grads = na.backward(out, q, k, v, rpb, lse, *kernel_args(problem))
     assert all(g.shape == q.shape and g.dtype == q.dtype for g in grads[:3])
     assert grads[3].shape == rpb.shape and not grads[3].any()
 

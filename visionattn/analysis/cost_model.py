@@ -50,7 +50,8 @@ __all__ = ['Cost', 'NAProblem', 'BRAProblem', 'na_useful_pairs', 'na_triton_cost
            'PRUNE_SLACK', 'attention_layers', 'layer_table', 'targets_table']
 
 KERNEL_NAMES = ('forward', 'dq', 'dkdv')
-_DOTS = {'forward': 2, 'dq': 3, 'dkdv': 4}  # dots per (query block, key block) of the Triton NA kernels
+_DOTS = {'forward': 2, 'dq': 5, 'dkdv': 4}  # dots per (query block, key block) of the Triton NA kernels (dQ: a
+# first pass QK^T, dO V^T for delta, then QK^T, dO V^T, dS K)
 FLEX_BLOCK = 128                             # FlexAttention's default block size (the 'flex' backend's)
 PRUNE_SLACK = 1.5                            # see prune_tiles
 
@@ -211,8 +212,8 @@ def na_triton_cost(problem: NAProblem, config, kernel: str = 'forward') -> Cost:
     row = problem.head_dim * size
     if kernel == 'forward':   # q, out and lse per owned query; K and V per box key
         moved = owned * (2 * row + 4) + box * 2 * row
-    elif kernel == 'dq':      # q, dO, lse, delta, dQ per owned query; K and V per box key
-        moved = owned * (3 * row + 8) + box * 2 * row
+    elif kernel == 'dq':      # q, dO, lse, delta, dQ per owned query; K and V per box key, in both passes
+        moved = owned * (3 * row + 8) + box * 4 * row
     else:                     # K, V, dK, dV per owned key; q, dO, lse, delta per box query
         moved = owned * 4 * row + box * (2 * row + 8)
     useful_flops = (4 if kernel == 'forward' else 5) * problem.head_dim * useful * heads  # bwd kernels: 2.5x fwd

@@ -592,7 +592,9 @@ def _triton_forward(q: Tensor, k: Tensor, v: Tensor, rpb: Optional[Tensor], geom
 def _triton_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, rpb: Optional[Tensor], out: Tensor,
                      lse: Tensor, geometry: _Geometry,
                      scale: float) -> tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
-    return _triton_kernels().backward(grad_out, q, k, v, rpb, out, lse, *geometry, scale, triton_interpreted())
+    """The kernels recompute the softmax's delta from their own probabilities: ``out`` (the PyTorch path's
+    delta source, same signature) is not read."""
+    return _triton_kernels().backward(grad_out, q, k, v, rpb, lse, *geometry, scale, triton_interpreted())
 
 
 # ----------------------------------------------------------------------------------------------------
