@@ -229,6 +229,27 @@ def _query_tile(X, Y, Z, dil_x, dil_y, dil_z, str_x, str_y, str_z, kern_x, kern_
 
 
 @triton.jit
+def _key_chunk(c, chunks_y, chunks_z, lo_x, lo_y, lo_z, hi_x, hi_y, hi_z, grp_x, grp_y, grp_z,
+               dil_x, dil_y, dil_z, q, q_x, q_y, q_z, start_x, end_x, start_y, end_y, start_z, end_z,
+               q_valid, k_base, v_base, skx, sky, skz, skd, svx, svy, svz, svd, head_dim, scale_log2,
+               rpb_base, srx, sry, srz, kern_x, kern_y, kern_z, HAS_RPB: tl.constexpr,
+               BLOCK_KX: tl.constexpr, BLOCK_KY: tl.constexpr, BLOCK_KZ: tl.constexpr, BLOCK_D: tl.constexpr,
+               PRECISION: tl.constexpr, FP32_DOT: tl.constexpr, IDX: tl.constexpr):
+    """Key chunk ``c`` of a query tile's key box (forward and dQ kernels): the keys' group coordinates, the keys
+    and values, the window mask and the logits (log2 units, -inf outside the windows)."""
+    k_x, k_y, k_z, kpos_x, kpos_y, kpos_z = _block(
+        lo_x + c // (chunks_y * chunks_z) * BLOCK_KX, lo_y + c // chunks_z % chunks_y * BLOCK_KY,
+        lo_z + c % chunks_z * BLOCK_KZ, grp_x, grp_y, grp_z, dil_x, dil_y, dil_z, BLOCK_KX, BLOCK_KY, BLOCK_KZ, IDX)
+    k_valid = (k_x < hi_x) & (k_y < hi_y) & (k_z < hi_z)
+    k = _load(k_base, kpos_x, kpos_y, kpos_z, skx, sky, skz, skd, k_valid, head_dim, BLOCK_D)
+    v = _load(v_base, kpos_x, kpos_y, kpos_z, svx, svy, svz, svd, k_valid, head_dim, BLOCK_D)
+    in_window = _in_window(start_x, end_x, start_y, end_y, start_z, end_z, q_valid, k_x, k_y, k_z, k_valid)
+    s = _logits(q, k, in_window, q_x, q_y, q_z, k_x, k_y, k_z, scale_log2, rpb_base, srx, sry, srz,
+                kern_x, kern_y, kern_z, HAS_RPB, PRECISION, FP32_DOT)
+    return k_x, k_y, k_z, k, v, in_window, s
+
+
+@triton.jit
 def _forward_kernel(Q, K, V, RPB, OUT, LSE,
                     sqb, sqx, sqy, sqz, sqn, sqd,
                     skb, skx, sky, skz, skn, skd,
@@ -256,15 +277,11 @@ def _forward_kernel(Q, K, V, RPB, OUT, LSE,
     l_i = tl.full([BLOCK_QX * BLOCK_QY * BLOCK_QZ], 0., tl.float32)
     acc = tl.full([BLOCK_QX * BLOCK_QY * BLOCK_QZ, BLOCK_D], 0., tl.float32)
     for c in range(0, (hi_x - lo_x + BLOCK_KX - 1) // BLOCK_KX * chunks_y * chunks_z):  # the key box, chunk by chunk
-        k_x, k_y, k_z, kpos_x, kpos_y, kpos_z = _block(
-            lo_x + c // (chunks_y * chunks_z) * BLOCK_KX, lo_y + c // chunks_z % chunks_y * BLOCK_KY,
-            lo_z + c % chunks_z * BLOCK_KZ, grp_x, grp_y, grp_z, dil_x, dil_y, dil_z, BLOCK_KX, BLOCK_KY, BLOCK_KZ, IDX)
-        k_valid = (k_x < hi_x) & (k_y < hi_y) & (k_z < hi_z)
-        k = _load(k_base, kpos_x, kpos_y, kpos_z, skx, sky, skz, skd, k_valid, head_dim, BLOCK_D)
-        v = _load(v_base, kpos_x, kpos_y, kpos_z, svx, svy, svz, svd, k_valid, head_dim, BLOCK_D)
-        in_window = _in_window(start_x, end_x, start_y, end_y, start_z, end_z, q_valid, k_x, k_y, k_z, k_valid)
-        s = _logits(q, k, in_window, q_x, q_y, q_z, k_x, k_y, k_z, scale_log2, rpb_base, srx, sry, srz,
-                    kern_x, kern_y, kern_z, HAS_RPB, PRECISION, FP32_DOT)
+        _, _, _, k, v, in_window, s = _key_chunk(
+            c, chunks_y, chunks_z, lo_x, lo_y, lo_z, hi_x, hi_y, hi_z, grp_x, grp_y, grp_z, dil_x, dil_y, dil_z,
+            q, q_x, q_y, q_z, start_x, end_x, start_y, end_y, start_z, end_z, q_valid, k_base, v_base,
+            skx, sky, skz, skd, svx, svy, svz, svd, head_dim, scale_log2, rpb_base, srx, sry, srz,
+            kern_x, kern_y, kern_z, HAS_RPB, BLOCK_KX, BLOCK_KY, BLOCK_KZ, BLOCK_D, PRECISION, FP32_DOT, IDX)
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float('-inf'), 0., m_new)  # a row may see no key of this chunk
         p = tl.exp2(s - m_safe[:, None])
@@ -283,25 +300,20 @@ def _forward_kernel(Q, K, V, RPB, OUT, LSE,
 
 
 @triton.jit
-def _window_step(c, chunks_y, chunks_z, lo_x, lo_y, lo_z, hi_x, hi_y, hi_z, grp_x, grp_y, grp_z,
-                 dil_x, dil_y, dil_z, q, do, lse, q_x, q_y, q_z, start_x, end_x, start_y, end_y, start_z, end_z,
-                 q_valid, k_base, v_base, skx, sky, skz, skd, svx, svy, svz, svd, head_dim, scale_log2,
-                 rpb_base, srx, sry, srz, kern_x, kern_y, kern_z, HAS_RPB: tl.constexpr,
-                 BLOCK_KX: tl.constexpr, BLOCK_KY: tl.constexpr, BLOCK_KZ: tl.constexpr, BLOCK_D: tl.constexpr,
-                 PRECISION: tl.constexpr, FP32_DOT: tl.constexpr, IDX: tl.constexpr):
-    """The dQ kernel's step over key chunk ``c`` of the tile's key box: the keys and their coordinates, the
-    window mask, the probabilities recomputed from the log-sum-exp (log2 units) and dP = dO V^T."""
-    k_x, k_y, k_z, kpos_x, kpos_y, kpos_z = _block(
-        lo_x + c // (chunks_y * chunks_z) * BLOCK_KX, lo_y + c // chunks_z % chunks_y * BLOCK_KY,
-        lo_z + c % chunks_z * BLOCK_KZ, grp_x, grp_y, grp_z, dil_x, dil_y, dil_z, BLOCK_KX, BLOCK_KY, BLOCK_KZ, IDX)
-    k_valid = (k_x < hi_x) & (k_y < hi_y) & (k_z < hi_z)
-    k = _load(k_base, kpos_x, kpos_y, kpos_z, skx, sky, skz, skd, k_valid, head_dim, BLOCK_D)
-    v = _load(v_base, kpos_x, kpos_y, kpos_z, svx, svy, svz, svd, k_valid, head_dim, BLOCK_D)
-    in_window = _in_window(start_x, end_x, start_y, end_y, start_z, end_z, q_valid, k_x, k_y, k_z, k_valid)
-    s = _logits(q, k, in_window, q_x, q_y, q_z, k_x, k_y, k_z, scale_log2, rpb_base, srx, sry, srz,
-                kern_x, kern_y, kern_z, HAS_RPB, PRECISION, FP32_DOT)
+def _dq_step(c, chunks_y, chunks_z, lo_x, lo_y, lo_z, hi_x, hi_y, hi_z, grp_x, grp_y, grp_z, dil_x, dil_y, dil_z,
+             q, do, lse, q_x, q_y, q_z, start_x, end_x, start_y, end_y, start_z, end_z, q_valid, k_base, v_base,
+             skx, sky, skz, skd, svx, svy, svz, svd, head_dim, scale_log2, rpb_base, srx, sry, srz, kern_x, kern_y,
+             kern_z, HAS_RPB: tl.constexpr, BLOCK_KX: tl.constexpr, BLOCK_KY: tl.constexpr, BLOCK_KZ: tl.constexpr,
+             BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, FP32_DOT: tl.constexpr, IDX: tl.constexpr):
+    """Key chunk ``c`` in the dQ kernel (both passes): :func:`_key_chunk` plus the probabilities recomputed from
+    the log-sum-exp (log2 units) and dP = dO V^T."""
+    k_x, k_y, k_z, k, v, in_window, s = _key_chunk(
+        c, chunks_y, chunks_z, lo_x, lo_y, lo_z, hi_x, hi_y, hi_z, grp_x, grp_y, grp_z, dil_x, dil_y, dil_z,
+        q, q_x, q_y, q_z, start_x, end_x, start_y, end_y, start_z, end_z, q_valid, k_base, v_base,
+        skx, sky, skz, skd, svx, svy, svz, svd, head_dim, scale_log2, rpb_base, srx, sry, srz,
+        kern_x, kern_y, kern_z, HAS_RPB, BLOCK_KX, BLOCK_KY, BLOCK_KZ, BLOCK_D, PRECISION, FP32_DOT, IDX)
     p = tl.where(in_window, tl.exp2(s - lse[:, None]), 0.)
-    return k, k_x, k_y, k_z, in_window, p, _mma(do, tl.trans(v), PRECISION, FP32_DOT)
+    return k_x, k_y, k_z, k, in_window, p, _mma(do, tl.trans(v), PRECISION, FP32_DOT)
 
 
 @triton.jit
@@ -342,22 +354,22 @@ def _backward_dq_kernel(Q, K, V, RPB, DO, LSE, DELTA, DQ, DBIAS,
     p_dp = tl.full([BLOCK_QX * BLOCK_QY * BLOCK_QZ], 0., tl.float32)
     p_sum = tl.full([BLOCK_QX * BLOCK_QY * BLOCK_QZ], 0., tl.float32)
     for c in range(0, n_chunks):
-        k, k_x, k_y, k_z, in_window, p, dp = _window_step(
+        k_x, k_y, k_z, k, in_window, p, dp = _dq_step(
             c, chunks_y, chunks_z, lo_x, lo_y, lo_z, hi_x, hi_y, hi_z, grp_x, grp_y, grp_z, dil_x, dil_y, dil_z,
             q, do, lse, q_x, q_y, q_z, start_x, end_x, start_y, end_y, start_z, end_z, q_valid, k_base, v_base,
-            skx, sky, skz, skd, svx, svy, svz, svd, head_dim, scale_log2, rpb_base, srx, sry, srz,
-            kern_x, kern_y, kern_z, HAS_RPB, BLOCK_KX, BLOCK_KY, BLOCK_KZ, BLOCK_D, PRECISION, FP32_DOT, IDX)
+            skx, sky, skz, skd, svx, svy, svz, svd, head_dim, scale_log2, rpb_base, srx, sry, srz, kern_x, kern_y,
+            kern_z, HAS_RPB, BLOCK_KX, BLOCK_KY, BLOCK_KZ, BLOCK_D, PRECISION, FP32_DOT, IDX)
         p_dp += tl.sum(tl.where(in_window, p * dp, 0.), 1)
         p_sum += tl.sum(p, 1)
     delta = p_dp / tl.where(p_sum == 0., 1., p_sum)  # no key in the window: p = 0, delta unused
     tl.store(DELTA + lse_rows, delta, mask=q_valid)
     dq = tl.full([BLOCK_QX * BLOCK_QY * BLOCK_QZ, BLOCK_D], 0., tl.float32)
     for c in range(0, n_chunks):
-        k, k_x, k_y, k_z, in_window, p, dp = _window_step(
+        k_x, k_y, k_z, k, in_window, p, dp = _dq_step(
             c, chunks_y, chunks_z, lo_x, lo_y, lo_z, hi_x, hi_y, hi_z, grp_x, grp_y, grp_z, dil_x, dil_y, dil_z,
             q, do, lse, q_x, q_y, q_z, start_x, end_x, start_y, end_y, start_z, end_z, q_valid, k_base, v_base,
-            skx, sky, skz, skd, svx, svy, svz, svd, head_dim, scale_log2, rpb_base, srx, sry, srz,
-            kern_x, kern_y, kern_z, HAS_RPB, BLOCK_KX, BLOCK_KY, BLOCK_KZ, BLOCK_D, PRECISION, FP32_DOT, IDX)
+            skx, sky, skz, skd, svx, svy, svz, svd, head_dim, scale_log2, rpb_base, srx, sry, srz, kern_x, kern_y,
+            kern_z, HAS_RPB, BLOCK_KX, BLOCK_KY, BLOCK_KZ, BLOCK_D, PRECISION, FP32_DOT, IDX)
         ds = tl.where(in_window, p * (dp - delta[:, None]), 0.)
         if HAS_RPB:
             tap = (((k_x[None, :] - start_x[:, None]) * kern_y + (k_y[None, :] - start_y[:, None])) * kern_z
