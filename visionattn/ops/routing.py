@@ -267,18 +267,17 @@ def _mask_rows(key_mask: Optional[Tensor], batch: int, grid_h: int, grid_w: int)
 
 def _heads_outermost(x: Tensor, grid_h: int, grid_w: int, dtype: torch.dtype, scale: float = 1.0) -> Tensor:
     """(B, H, W, heads, *rest) -> (heads, B * regions, tokens per region, *rest) in ``dtype``, times ``scale``,
-    contiguous, in one pass: the routed regions of every head are then gathered with one contiguous
+    contiguous, in one copy: the routed regions of every head are then gathered with one contiguous
     ``index_select`` and multiplied with no further copy (a heads-inner layout made ``matmul`` copy every gathered
-    block again)."""
+    block again). The scale is applied in place after the copy, in ``dtype`` (a product taken while copying is
+    rounded to x's dtype first: 3e-3 for bfloat16 queries)."""
     batch, height, width, heads = x.shape[:4]
     rest = x.shape[4:]
     blocks = x.reshape(batch, grid_h, height // grid_h, grid_w, width // grid_w, heads, *rest)
     blocks = blocks.permute(5, 0, 1, 3, 2, 4, *range(6, blocks.dim()))
-    rows = torch.empty(blocks.shape, dtype=dtype, device=x.device)
-    if scale == 1.0:
-        rows.copy_(blocks)
-    else:
-        torch.mul(blocks, scale, out=rows)
+    rows = torch.empty(blocks.shape, dtype=dtype, device=x.device).copy_(blocks)
+    if scale != 1.0:
+        rows.mul_(scale)
     return rows.view(heads, batch * grid_h * grid_w, (height // grid_h) * (width // grid_w), *rest)
 
 
@@ -400,40 +399,52 @@ def _torch_forward(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, key_ma
             _from_heads_outermost(lse, batch, grid_h, grid_w, height, width, lse.dtype))
 
 
-def _backward_group(q_tile: Tensor, g_tile: Tensor, lse_tile: Tensor, delta_tile: Tensor, routed: Tensor,
-                    k_rows: Tensor, v_rows: Tensor, mask_rows: Optional[Tensor], dk: Tensor,
-                    dv: Tensor) -> Tensor:
-    """Adds the routed keys' share of dK and dV for one step and returns the step's dQ (unscaled)."""
+def _recompute(q_tile: Tensor, g_tile: Tensor, lse_tile: Tensor, routed: Tensor, k_rows: Tensor, v_rows: Tensor,
+               mask_rows: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """One step's routed keys, probabilities recomputed from the log-sum-exp, and dP = dO V^T."""
     keys, values = _gather_keys(k_rows, routed), _gather_keys(v_rows, routed)
     probs = _masked_scores(q_tile, keys, mask_rows, routed).sub_(lse_tile.unsqueeze(-1)).exp_()
-    dscores = probs * (g_tile @ values.transpose(-2, -1) - delta_tile.unsqueeze(-1))
-    _scatter_keys(dv, routed, probs.transpose(-2, -1) @ g_tile)
-    _scatter_keys(dk, routed, dscores.transpose(-2, -1) @ q_tile)  # q_tile is scaled: dK = dS^T (scale Q)
-    return dscores @ keys
+    return keys, probs, g_tile @ values.transpose(-2, -1)
 
 
 def _torch_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, region_index: Tensor,
-                    key_mask: Optional[Tensor], out: Tensor, lse: Tensor, grid_h: int, grid_w: int,
+                    key_mask: Optional[Tensor], lse: Tensor, grid_h: int, grid_w: int,
                     scale: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradients by recomputing the attention of each key group from the saved log-sum-exp."""
+    """Gradients by recomputing the attention of each key group from the saved log-sum-exp.
+
+    The softmax's delta is rowsum(p * dP) / rowsum(p) over the recomputed p (as the Triton kernels), not
+    rowsum(dO * O) from the saved output: in 16-bit dtypes that output is rounded, which a saturated softmax
+    turned into gradient errors of 0.35 where ds = p * (dP - delta) must cancel. A tile's first key group is
+    kept from the delta pass (usually the only one); the others are recomputed, so memory stays bounded."""
     batch, height, width = q.shape[:3]
     acc = _accumulation_dtype(q.dtype)
     plan = _Plan(q, region_index, grid_h, grid_w)
     with torch.autocast(q.device.type, enabled=False):
         mask_rows = _mask_rows(key_mask, batch, grid_h, grid_w)
-        g_rows, lse_rows, out_rows = (_heads_outermost(x, grid_h, grid_w, acc) for x in (grad_out, lse, out))
+        g_rows, lse_rows = (_heads_outermost(x, grid_h, grid_w, acc) for x in (grad_out, lse))
         q_rows = _heads_outermost(q, grid_h, grid_w, acc, scale)  # as in the forward
-        delta = (g_rows * out_rows).sum(-1)  # (h, rows, T): rowsum(dO * O)
         k_rows = _key_rows(k, grid_h, grid_w, acc, mask_rows)
         v_rows = _key_rows(v, grid_h, grid_w, acc, mask_rows)
         dq = torch.zeros_like(q_rows)  # dQ = scale dS K: scaled at the end
         dk = torch.zeros_like(k_rows)
         dv = torch.zeros_like(v_rows)
         for rows, queries in plan.tiles():
-            tile = (q_rows[:, rows, queries], g_rows[:, rows, queries], lse_rows[:, rows, queries],
-                    delta[:, rows, queries])
-            for routed in plan.groups(rows):
-                dq[:, rows, queries] += _backward_group(*tile, routed, k_rows, v_rows, mask_rows, dk, dv)
+            tile = (q_rows[:, rows, queries].contiguous(), g_rows[:, rows, queries].contiguous(),
+                    lse_rows[:, rows, queries])
+            groups = list(plan.groups(rows))
+            first = _recompute(*tile, groups[0], k_rows, v_rows, mask_rows)
+            p_dp, p_sum = (first[1] * first[2]).sum(-1), first[1].sum(-1)
+            for routed in groups[1:]:
+                _, probs, dp = _recompute(*tile, routed, k_rows, v_rows, mask_rows)
+                p_dp, p_sum = p_dp + (probs * dp).sum(-1), p_sum + probs.sum(-1)
+            delta = (p_dp / torch.where(p_sum == 0, 1, p_sum)).unsqueeze(-1)  # no key attended: p = 0
+            for i, routed in enumerate(groups):
+                keys, probs, dp = first if i == 0 else _recompute(*tile, routed, k_rows, v_rows, mask_rows)
+                dscores = probs * (dp - delta)
+                _scatter_keys(dv, routed, probs.transpose(-2, -1) @ tile[1])
+                _scatter_keys(dk, routed, dscores.transpose(-2, -1) @ tile[0])  # scaled q: dK = dS^T (scale Q)
+                dq[:, rows, queries] += dscores @ keys
+            del first
         dq *= scale
         if mask_rows is not None:  # masked keys take no part: zero gradients, even next to a NaN query
             dk.masked_fill_(~mask_rows[None, ..., None], 0)
@@ -462,29 +473,29 @@ def _forward_fake(q, k, v, region_index, key_mask, grid_h, grid_w, scale, backen
 
 @torch.library.custom_op('visionattn::bra_attention_backward', mutates_args=())
 def _backward_op(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, region_index: Tensor,
-                 key_mask: Optional[Tensor], out: Tensor, lse: Tensor, grid_h: int, grid_w: int, scale: float,
+                 key_mask: Optional[Tensor], lse: Tensor, grid_h: int, grid_w: int, scale: float,
                  backend: str) -> tuple[Tensor, Tensor, Tensor]:
     if backend == 'triton':
         from visionattn.kernels import bra as kernels
         return kernels.backward(grad_out, q, k, v, region_index, key_mask, lse, grid_h, grid_w, scale,
                                 triton_interpreted())
-    return _torch_backward(grad_out, q, k, v, region_index, key_mask, out, lse, grid_h, grid_w, scale)
+    return _torch_backward(grad_out, q, k, v, region_index, key_mask, lse, grid_h, grid_w, scale)
 
 
 @_backward_op.register_fake
-def _backward_fake(grad_out, q, k, v, region_index, key_mask, out, lse, grid_h, grid_w, scale, backend):
+def _backward_fake(grad_out, q, k, v, region_index, key_mask, lse, grid_h, grid_w, scale, backend):
     return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape))
 
 
 def _setup_context(ctx, inputs, output) -> None:
     q, k, v, region_index, key_mask, grid_h, grid_w, scale, backend = inputs
-    ctx.save_for_backward(q, k, v, region_index, key_mask, *output)
+    ctx.save_for_backward(q, k, v, region_index, key_mask, output[1])  # the log-sum-exp; not the output
     ctx.args = (grid_h, grid_w, scale, backend)
 
 
 def _backward(ctx, grad_out: Tensor, grad_lse: Tensor):
-    q, k, v, region_index, key_mask, out, lse = ctx.saved_tensors
-    dq, dk, dv = _backward_op(grad_out, q, k, v, region_index, key_mask, out, lse, *ctx.args)
+    q, k, v, region_index, key_mask, lse = ctx.saved_tensors
+    dq, dk, dv = _backward_op(grad_out, q, k, v, region_index, key_mask, lse, *ctx.args)
     return dq, dk, dv, None, None, None, None, None, None
 
 
@@ -501,7 +512,7 @@ def _forward_flops(q_shape, k_shape, v_shape, index_shape, mask_shape, grid_h, g
 
 
 @register_flop_formula(torch.ops.visionattn.bra_attention_backward)
-def _backward_flops(grad_shape, q_shape, k_shape, v_shape, index_shape, mask_shape, saved_out_shape, lse_shape,
+def _backward_flops(grad_shape, q_shape, k_shape, v_shape, index_shape, mask_shape, lse_shape,
                     grid_h, grid_w, scale, backend, *, out_shape=None) -> int:
     """Recomputed QK^T plus dV, dP, dQ and dK: 2.5x the forward."""
     forward = _forward_flops(q_shape, k_shape, v_shape, index_shape, mask_shape, grid_h, grid_w, scale, backend)
