@@ -146,7 +146,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         note = '; '.join(filter(None, (row.get('dynamic_failure', ''), row.get('error', '') if not row.get('ok')
                                        else '')))
         lines.append(f"| {row['model']} | {params} | {ok} | {dynamic} | {_sizes(row)} | "
-                     f"{errors or '-'} | {scale:.2g} | {exports} | {row.get('wall_s', '-')} | {row.get('commit', '-')} | {note} |")
+                     f"{errors or '-'} | {scale:.2g} | {exports} | {row.get('wall_s', '-')} | "
+                     f"{row.get('commit', '-')} | {note} |")
     return '\n'.join(lines)
 
 

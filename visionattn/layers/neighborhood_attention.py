@@ -72,9 +72,10 @@ class _NeighborhoodAttention(nn.Module):
         if x.dim() != rank + 2:
             raise ValueError(f'{self._name} expects (batch, {self._axes}, channels), got shape {list(x.shape)}')
         spatial = list(x.shape[1:-1])
-        pads: list[int] = []
+        windows: list[int] = []
         for axis in range(rank):
-            pads.append(self._kernels[axis] * self._dilations[axis] - spatial[axis])
+            windows.append(self._kernels[axis] * self._dilations[axis])
+        pads: list[int] = []
         padded = False
         if not torch.jit.is_scripting():
             if torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
@@ -82,12 +83,11 @@ class _NeighborhoodAttention(nn.Module):
                 # written max(window, size) - size, so the padded size is max(window, size), which the shape
                 # solver simplifies (size + max(window - size, 0) left it guards it called inconsistent)
                 for axis in range(rank):
-                    window = self._kernels[axis] * self._dilations[axis]
-                    pads[axis] = torch.sym_max(window, spatial[axis]) - spatial[axis]
+                    pads.append(torch.sym_max(windows[axis], spatial[axis]) - spatial[axis])
                 padded = True
-        if not padded:
+        if not padded:  # eager and TorchScript: pad only a map smaller than the window
             for axis in range(rank):
-                pads[axis] = max(pads[axis], 0)
+                pads.append(max(windows[axis] - spatial[axis], 0))
             padded = max(pads) > 0
         if padded:
             pad_arg = [0, 0]  # F.pad lists the last axis first: channels (unpadded), then spatial from the last

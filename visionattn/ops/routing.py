@@ -433,9 +433,9 @@ def _torch_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, region_in
                     lse_rows[:, rows, queries])
             groups = list(plan.groups(rows))
             first = _recompute(*tile, groups[0], k_rows, v_rows, mask_rows)
-            p_dp, p_sum = (first[1] * first[2]).sum(-1), first[1].sum(-1)
-            for routed in groups[1:]:
-                _, probs, dp = _recompute(*tile, routed, k_rows, v_rows, mask_rows)
+            p_dp = p_sum = 0
+            for i, routed in enumerate(groups):
+                _, probs, dp = first if i == 0 else _recompute(*tile, routed, k_rows, v_rows, mask_rows)
                 p_dp, p_sum = p_dp + (probs * dp).sum(-1), p_sum + probs.sum(-1)
             delta = (p_dp / torch.where(p_sum == 0, 1, p_sum)).unsqueeze(-1)  # no key attended: p = 0
             for i, routed in enumerate(groups):
