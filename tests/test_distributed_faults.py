@@ -161,9 +161,11 @@ def test_a_stopped_rank_is_named_after_the_collective_timeout(imagenet, tmp_path
     report = log.read_text()
     assert rank0_ended_after < TIMEOUT_S * 1.5 + 30, (rank0_ended_after, report[-3000:])
     error = re.search(r'^(?:\[rank0\]:)?(error: .*)$', report, re.MULTILINE)
-    assert error and error.group(1).startswith(
-        'error: rank 1 of this distributed run did not answer: a collective operation failed on rank 0 ("Timed out '
-        f'waiting {TIMEOUT_S * 1000}ms'), report[-3000:]
+    # gloo reports an expired collective timeout with either message, varying between runs
+    assert error and re.match(
+        r'error: rank 1 of this distributed run did not answer: a collective operation failed on rank 0 '
+        rf'\("(Timed out waiting {TIMEOUT_S * 1000}ms|Application timeout caused pair closure)', error.group(1)
+    ), report[-3000:]
     assert f'raise the collective timeout ({TIMEOUT_S} s) with --dist-timeout SECONDS' in error.group(1)
     assert re.search(r'rank\s*: 0 \(local_rank: 0\)\s+exitcode\s*: 2 ', report) and proc.returncode != 0
     assert hashlib.sha256(checkpoint.read_bytes()).hexdigest() == digest
