@@ -147,12 +147,14 @@ def test_torch_path_half_precision(dtype, atol):
     check_against_reference(problem, 'torch', dtype=dtype, atol=atol)
 
 
-def test_torch_path_tiles_keys_queries_and_rows(monkeypatch):
-    """Tiny budgets force several key groups (online softmax), query chunks and row chunks."""
-    monkeypatch.setattr(routing, '_SCORE_BUDGET', 48)  # 2 heads, 12-token regions: 1 region, 2 queries, 1 row a step
+@pytest.mark.parametrize('dtype,atol', [(torch.float32, 1e-5), (torch.bfloat16, 6e-2)])
+def test_torch_path_tiles_keys_queries_and_rows(monkeypatch, dtype, atol):
+    """Tiny budgets force several key groups (online softmax, recomputed in the backward), query chunks
+    and row chunks; bfloat16 inputs are gathered into float32 step buffers."""
+    monkeypatch.setattr(routing, '_STEP_BUDGET', 272)  # 2 heads, 12-token regions: 1 region, 2 queries, 1 row a step
     mask = torch.rand(2, 6, 8) > 0.4
     mask[1, :3, :4] = False
-    check_against_reference(dict(shape=(2, 6, 8, 2, 4, 4), grid=(2, 2), topk=4, mask=mask), 'torch')
+    check_against_reference(dict(shape=(2, 6, 8, 2, 4, 4), grid=(2, 2), topk=4, mask=mask), 'torch', dtype, atol)
 
 
 def test_gradcheck_float64():

@@ -4,8 +4,8 @@ BiFormer splits the feature map into a ``grid_h x grid_w`` grid of regions, rout
 to the ``topk`` regions whose mean key is most similar to its mean query, and runs token attention of
 the region's queries over the tokens of its ``topk`` routed regions. Upstream (rayleizhu/BiFormer
 ``ops/bra_legacy.py``) gathers a ``topk``-times copy of K and V for that; the ``'torch'`` and
-``'triton'`` backends here read K and V of the routed regions in place, so memory does not grow with
-``topk``.
+``'triton'`` backends here never make that copy (the Triton kernels read the routed regions in place,
+the PyTorch path gathers a bounded step at a time), so memory does not grow with ``topk``.
 
 Layouts (channels last, heads split off the channels as ``channel = head * head_dim + i``, which is
 upstream's ``(m c)`` split):
@@ -94,17 +94,20 @@ The ``masked`` padding mode passes ``token_mask = (rows < H)[:, None] & (cols < 
 ``(1, H + pad_h, W + pad_w)``) instead: padded tokens then neither enter the region means nor serve as
 keys. timm and the OpenMMLab packages have no routed attention, hence this module.
 
-The PyTorch path never holds more than ``_SCORE_BUDGET`` attention scores at once: each step attends
-a chunk of query regions (or of one region's queries) to a group of their routed regions, all ``topk``
-when they fit, with an online softmax across groups; the backward recomputes the scores from the saved
-log-sum-exp (flash-attention style) and adds dK and dV back with ``index_add_``. Its memory is q, k, v,
-the output and their float32 copies laid out ``(heads, batch x regions, tokens, channels)`` (one contiguous
-``index_select`` per step gathers the routed regions of every head) plus that bounded working set (1 MiB of
-scores: steps that stay in cache were 1.3x faster on CPU than 16 MiB ones), whatever ``topk``.
+The PyTorch path works in steps whose working set stays within ``_STEP_BUDGET`` elements, whatever
+``topk``: each step gathers (``index_select``, from the inputs' own layout into buffers reused by every step)
+the tokens of a chunk of query regions (or of one region's queries) and of a group of their routed regions,
+all ``topk`` when they fit, and attends them with an online softmax across groups; the backward recomputes
+the scores from the saved log-sum-exp (flash-attention style), writes dQ a tile at a time and adds dK and
+dV up with ``index_add_``. Beyond the step buffers its memory is the output (in the backward dQ and
+float32 dK, dV). Gathering per step instead of laying q, k, v out region by region once is what made it
+fast on CPU: those fresh multi-MiB copies cost more in page faults than the attention's arithmetic
+(BiFormer-S stage 2 forward, one thread: 13.3-14.0 ms -> 9.8-10.4 ms; ``benchmarks/kernels_cpu.md``).
 """
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from typing import Optional
 
@@ -118,7 +121,8 @@ from .dispatch import autocast_inputs, select_backend, triton_interpreted
 
 __all__ = ['bra_routing', 'bra_attention', 'bi_level_routing_attention', 'bra_attention_reference']
 
-_SCORE_BUDGET = 1 << 18  # attention scores the PyTorch path computes per step (1 MiB in float32; module docstring)
+_STEP_BUDGET = 1 << 21  # elements of one step's working set in the PyTorch path (8 MiB in float32; module docstring)
+_LOG2E, _LN2 = 1 / math.log(2), math.log(2)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -265,109 +269,130 @@ def _mask_rows(key_mask: Optional[Tensor], batch: int, grid_h: int, grid_w: int)
     return None if key_mask is None else _to_regions(key_mask.expand(batch, -1, -1), grid_h, grid_w)
 
 
-def _heads_outermost(x: Tensor, grid_h: int, grid_w: int, dtype: torch.dtype, scale: float = 1.0) -> Tensor:
-    """(B, H, W, heads, *rest) -> (heads, B * regions, tokens per region, *rest) in ``dtype``, times ``scale``,
-    contiguous, in one copy: the routed regions of every head are then gathered with one contiguous
-    ``index_select`` and multiplied with no further copy (a heads-inner layout made ``matmul`` copy every gathered
-    block again). The scale is applied in place after the copy, in ``dtype`` (a product taken while copying is
-    rounded to x's dtype first: 3e-3 for bfloat16 queries)."""
-    batch, height, width, heads = x.shape[:4]
-    rest = x.shape[4:]
-    blocks = x.reshape(batch, grid_h, height // grid_h, grid_w, width // grid_w, heads, *rest)
-    blocks = blocks.permute(5, 0, 1, 3, 2, 4, *range(6, blocks.dim()))
-    rows = torch.empty(blocks.shape, dtype=dtype, device=x.device).copy_(blocks)
-    if scale != 1.0:
-        rows.mul_(scale)
-    return rows.view(heads, batch * grid_h * grid_w, (height // grid_h) * (width // grid_w), *rest)
-
-
-def _from_heads_outermost(x: Tensor, batch: int, grid_h: int, grid_w: int, height: int, width: int,
-                          dtype: torch.dtype) -> Tensor:
-    """Inverse of :func:`_heads_outermost`: (B, H, W, heads, *rest) in ``dtype``, contiguous, in one copy."""
-    heads, rest = x.shape[0], x.shape[3:]
-    blocks = x.view(heads, batch, grid_h, grid_w, height // grid_h, width // grid_w, *rest)
-    blocks = blocks.permute(1, 2, 4, 3, 5, 0, *range(6, blocks.dim()))
-    out = torch.empty(blocks.shape, dtype=dtype, device=x.device).copy_(blocks)
-    return out.view(batch, height, width, heads, *rest)
-
-
-def _key_rows(x: Tensor, grid_h: int, grid_w: int, dtype: torch.dtype, mask_rows: Optional[Tensor]) -> Tensor:
-    """Keys or values (heads, rows, T, c) in ``dtype``, masked tokens zeroed: a masked key takes no
-    part, so a NaN it holds must not reach any result through ``0 * NaN``."""
-    rows = _heads_outermost(x, grid_h, grid_w, dtype)
-    return rows if mask_rows is None else rows.masked_fill(~mask_rows[None, ..., None], 0)
-
-
 class _Plan:
-    """How the PyTorch path tiles a problem: rows (batch x query regions), query tokens, key groups."""
+    """How the PyTorch path tiles a problem into steps: rows (batch x query regions) x query tokens x a group
+    of routed regions, each step's working set (scores, the gathered q, k, v and the output tile) within
+    ``_STEP_BUDGET`` elements; every token is addressed by its row in the flattened ``(B * H * W, heads, c)``."""
 
-    def __init__(self, q: Tensor, region_index: Tensor, grid_h: int, grid_w: int) -> None:
-        batch, height, width, heads = q.shape[:4]
-        self.rows = batch * grid_h * grid_w
+    def __init__(self, q: Tensor, v: Tensor, region_index: Tensor, grid_h: int, grid_w: int) -> None:
+        batch, height, width, heads, qk_dim = q.shape
+        self.heads, self.qk_dim, self.v_dim = heads, qk_dim, v.shape[-1]
         self.tokens = (height // grid_h) * (width // grid_w)
         self.topk = region_index.shape[-1]
-        heads = max(1, heads)  # zero heads: nothing to compute, any tiling
-        # as many routed regions per step as fit the budget with all of a region's queries, then rows
-        self.group = max(1, min(self.topk, _SCORE_BUDGET // (heads * self.tokens * self.tokens)))
-        keys = self.group * self.tokens
-        self.query_chunk = max(1, min(self.tokens, _SCORE_BUDGET // (heads * keys)))
-        self.row_chunk = max(1, _SCORE_BUDGET // (heads * self.query_chunk * keys))
+        grid = torch.arange(batch * height * width, device=q.device).view(batch, height, width)
+        self.region_tokens = _to_regions(grid, grid_h, grid_w)  # (B * regions, tokens): their token rows
+        self.rows = self.region_tokens.shape[0]
         offset = torch.arange(batch, device=q.device).view(batch, 1, 1) * (grid_h * grid_w)
         self.routed_rows = (region_index.long() + offset).reshape(self.rows, self.topk)
+        # all routed regions with all of a region's queries if they fit, else fewer; then as many rows as fit
+        self.group = next((g for g in range(self.topk, 0, -1)
+                           if self._elements(self.tokens, g * self.tokens) <= _STEP_BUDGET), 1)
+        keys = self.group * self.tokens
+        self.query_chunk = next(
+            (n for n in range(self.tokens, 0, -1) if self._elements(n, keys) <= _STEP_BUDGET), 1)
+        self.row_chunk = max(1, _STEP_BUDGET // self._elements(self.query_chunk, keys))
+
+    def _elements(self, queries: int, keys: int) -> int:
+        """Working set of one row's step: scores, q and output tiles, gathered keys and values."""
+        return max(1, self.heads) * (queries * keys + (queries + keys) * (self.qk_dim + self.v_dim))
 
     def tiles(self):
-        """(rows, query tokens) slices covering every query once."""
+        """Steps' query tiles covering every query once: (rows slice, token rows (n regions, queries))."""
         for r0 in range(0, self.rows, self.row_chunk):
             for t0 in range(0, self.tokens, self.query_chunk):
-                yield slice(r0, r0 + self.row_chunk), slice(t0, t0 + self.query_chunk)
+                rows = slice(r0, r0 + self.row_chunk)
+                yield rows, self.region_tokens[rows, t0:t0 + self.query_chunk]
 
     def groups(self, rows: slice):
-        """The routed rows of ``rows``, ``self.group`` routed regions at a time: (n, group) each."""
+        """Token rows of the routed regions of ``rows``, ``self.group`` regions at a time: (n * group * T,)."""
         for j0 in range(0, self.topk, self.group):
-            yield self.routed_rows[rows, j0:j0 + self.group]
+            yield self.region_tokens[self.routed_rows[rows, j0:j0 + self.group]].reshape(-1)
+
+    def workspace(self, dtype: torch.dtype, device: torch.device, *names: str) -> dict[str, Tensor]:
+        """One flat buffer per name, large enough for any step: ``q``/``dq``, ``k``/``dk``, ``v``/``dv``,
+        ``out``, ``scores``, ``grads`` (dP) and ``rows`` (a tile token-major). Steps write into these with
+        ``out=`` and in-place ops: fresh tensors of a few hundred KiB per step were page-faulted in again on
+        every step (the allocator hands freed blocks back to the system), which cost more than the arithmetic."""
+        queries = min(self.rows, self.row_chunk) * self.query_chunk * self.heads
+        keys = min(self.rows, self.row_chunk) * self.group * self.tokens * self.heads
+        scores = queries * self.group * self.tokens
+        sizes = dict(q=queries * self.qk_dim, dq=queries * self.qk_dim, out=queries * self.v_dim,
+                     k=keys * self.qk_dim, dk=keys * self.qk_dim, v=keys * self.v_dim, dv=keys * self.v_dim,
+                     scores=scores, grads=scores, rows=keys * max(self.qk_dim, self.v_dim))
+        return {name: torch.empty(sizes[name], dtype=dtype, device=device) for name in names}
 
 
-def _gather_keys(x: Tensor, routed: Tensor) -> Tensor:
-    """Tokens of the routed regions: x (h, rows, T, c), routed (n, g) -> (h, n, g * T, c)."""
-    heads, _, tokens, channels = x.shape
-    n, group = routed.shape
-    return x.index_select(1, routed.reshape(-1)).reshape(heads, n, group * tokens, channels)
+def _take(buffer: Tensor, *shape: int) -> Tensor:
+    """The start of a workspace buffer as a contiguous tensor of ``shape``."""
+    return buffer[:math.prod(shape)].view(shape)
 
 
-def _scatter_keys(dst: Tensor, routed: Tensor, grad: Tensor) -> None:
-    """Add grad (h, n, g * T, c) of the routed tokens into dst (h, rows, T, c), inverse of _gather_keys."""
-    heads, _, tokens, channels = dst.shape
-    dst.index_add_(1, routed.reshape(-1), grad.reshape(heads, routed.numel(), tokens, channels))
+def _gather(x: Tensor, tokens: Tensor, buffer: Tensor) -> Tensor:
+    """Token rows ``tokens`` of x (B * H * W, heads, c) into ``buffer``, in its dtype: (len(tokens), heads, c)."""
+    out = _take(buffer, tokens.numel(), *x.shape[1:])
+    if x.dtype == out.dtype:
+        return torch.index_select(x, 0, tokens, out=out)
+    return out.copy_(x.index_select(0, tokens))
 
 
-def _masked_scores(q: Tensor, keys: Tensor, mask_rows: Optional[Tensor], routed: Tensor) -> Tensor:
-    """Logits of the (already scaled) queries against the routed keys, masked keys at -inf."""
-    scores = q @ keys.transpose(-2, -1)
-    if mask_rows is not None:
-        valid = mask_rows.index_select(0, routed.reshape(-1)).reshape(1, routed.shape[0], 1, -1)
-        scores = scores.masked_fill(~valid, float('-inf'))
-    return scores
+def _per_head(x: Tensor, regions: int) -> Tensor:
+    """A gathered tile (regions * L, heads, c) as the heads-first view (heads, regions, L, c), no copy."""
+    return x.view(regions, x.shape[0] // regions, *x.shape[1:]).permute(2, 0, 1, 3)
+
+
+def _token_major(x: Tensor, buffer: Tensor) -> Tensor:
+    """A heads-first tile (heads, n, L, c) as contiguous token rows (n * L, heads, c) in ``buffer``:
+    ``index_copy_`` and ``index_add_`` took a 6x slower path with the strided view as their source."""
+    heads, regions, length, channels = x.shape
+    rows = _take(buffer, regions, length, heads, channels).copy_(x.permute(1, 2, 0, 3))
+    return rows.view(regions * length, heads, channels)
+
+
+def _bmm_heads(a: Tensor, b: Tensor, out: Tensor, accumulate: bool = False) -> Tensor:
+    """``out[i] (+)= a[i] @ b[i]`` for every head ``i`` of (heads, n, rows, cols) operands. One bmm per head
+    reads the token-major tiles in place; folding the heads into one batch would copy every tile."""
+    for a_i, b_i, out_i in zip(a, b, out):
+        if accumulate:
+            out_i.baddbmm_(a_i, b_i)
+        else:
+            torch.bmm(a_i, b_i, out=out_i)
+    return out
+
+
+def _key_tiles(kf: Tensor, vf: Tensor, key_valid: Optional[Tensor], keys: Tensor, regions: int,
+               work: dict[str, Tensor]) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    """A step's routed keys and values, heads first (heads, n, keys, c), and which keys the mask keeps
+    ((1, n, 1, keys) or None). Masked keys are zeroed: one takes no part, so a NaN it holds must not
+    reach any result through ``0 * NaN``."""
+    k_tile, v_tile = _gather(kf, keys, work['k']), _gather(vf, keys, work['v'])
+    valid = None
+    if key_valid is not None:
+        valid = key_valid.index_select(0, keys)
+        k_tile.masked_fill_(~valid[:, None, None], 0)
+        v_tile.masked_fill_(~valid[:, None, None], 0)
+        valid = valid.view(1, regions, 1, -1)
+    return _per_head(k_tile, regions), _per_head(v_tile, regions), valid
+
+
+def _log2_scores(q_tile: Tensor, k_tile: Tensor, valid: Optional[Tensor], buffer: Tensor) -> Tensor:
+    """Logits in base 2 (the queries carry ``scale * log2(e)``; ``exp2`` was 2.6x faster than ``exp`` on
+    CPU) of (heads, n, queries, d) against (heads, n, keys, d), masked keys at -inf."""
+    heads, regions, queries = q_tile.shape[:3]
+    scores = _bmm_heads(q_tile, k_tile.transpose(-2, -1), _take(buffer, heads, regions, queries, k_tile.shape[2]))
+    return scores if valid is None else scores.masked_fill_(~valid, float('-inf'))
 
 
 def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _attend_group(q_tile: Tensor, routed: Tensor, k_rows: Tensor, v_rows: Tensor, mask_rows: Optional[Tensor],
-                  state: Optional[tuple[Tensor, Tensor, Tensor]]) -> tuple[Tensor, Tensor, Tensor]:
-    """One online-softmax step: (running max, sum, output) after the keys of the routed regions ``routed``
-    (``state`` None: the first step, nothing to rescale). A function of its own so that the step's
-    score-sized temporaries are freed before the next step."""
-    scores = _masked_scores(q_tile, _gather_keys(k_rows, routed), mask_rows, routed)
-    new_max = scores.amax(-1) if state is None else torch.maximum(state[0], scores.amax(-1))
-    shift = new_max.masked_fill(new_max == float('-inf'), 0)  # every key so far masked
-    probs = scores.sub_(shift.unsqueeze(-1)).exp_()  # in place: the step's largest temporary
-    step_out = probs @ _gather_keys(v_rows, routed)
-    if state is None:
-        return new_max, probs.sum(-1), step_out
-    run_max, run_sum, run_out = state
-    rescale = torch.exp(run_max - shift)
-    return new_max, run_sum * rescale + probs.sum(-1), run_out.mul_(rescale.unsqueeze(-1)).add_(step_out)
+def _token_rows(x: Tensor) -> Tensor:
+    """(B, H, W, heads, c) -> (B * H * W, heads, c), a view for the usual layouts."""
+    return x.reshape(math.prod(x.shape[:3]), *x.shape[3:])
+
+
+def _key_valid(key_mask: Optional[Tensor], q: Tensor) -> Optional[Tensor]:
+    return None if key_mask is None else key_mask.expand(*q.shape[:3]).reshape(-1)
 
 
 def _torch_forward(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, key_mask: Optional[Tensor],
@@ -376,35 +401,40 @@ def _torch_forward(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, key_ma
 
     A query with no key to attend has a zero output and log-sum-exp ``+inf``; one whose softmax sum is
     NaN (a non-finite input) keeps NaN in both, so that its backward is NaN as well."""
-    batch, height, width = q.shape[:3]
     acc = _accumulation_dtype(q.dtype)
-    plan = _Plan(q, region_index, grid_h, grid_w)
+    plan = _Plan(q, v, region_index, grid_h, grid_w)
     with torch.autocast(q.device.type, enabled=False):
-        mask_rows = _mask_rows(key_mask, batch, grid_h, grid_w)
-        q_rows = _heads_outermost(q, grid_h, grid_w, acc, scale)  # (h, rows, T, d), scaled once, not the logits
-        k_rows = _key_rows(k, grid_h, grid_w, acc, mask_rows)
-        v_rows = _key_rows(v, grid_h, grid_w, acc, mask_rows)
-        out = q_rows.new_empty(*q_rows.shape[:3], v.shape[-1])
-        lse = q_rows.new_empty(q_rows.shape[:3])
-        for rows, queries in plan.tiles():
-            q_tile = q_rows[:, rows, queries].contiguous()  # once, not in every step's matmul
-            state = None
-            for routed in plan.groups(rows):
-                state = _attend_group(q_tile, routed, k_rows, v_rows, mask_rows, state)
-            run_max, run_sum, run_out = state
+        qf, kf, vf = _token_rows(q), _token_rows(k), _token_rows(v)
+        key_valid = _key_valid(key_mask, q)
+        out = torch.empty(vf.shape, dtype=q.dtype, device=q.device)
+        lse = torch.empty(qf.shape[:2], dtype=acc, device=q.device)
+        work = plan.workspace(acc, q.device, 'q', 'k', 'v', 'scores', 'out', 'rows')
+        for rows, tile_tokens in plan.tiles():
+            regions, query_tokens = tile_tokens.shape[0], tile_tokens.reshape(-1)
+            q_tile = _per_head(_gather(qf, query_tokens, work['q']).mul_(scale * _LOG2E), regions)
+            heads, _, chunk = q_tile.shape[:3]
+            run_out = _take(work['out'], heads, regions, chunk, plan.v_dim)
+            run_max = run_sum = None
+            for keys in plan.groups(rows):
+                k_tile, v_tile, valid = _key_tiles(kf, vf, key_valid, keys, regions, work)
+                scores = _log2_scores(q_tile, k_tile, valid, work['scores'])
+                step_max = scores.amax(-1) if run_max is None else torch.maximum(run_max, scores.amax(-1))
+                shift = step_max.masked_fill(step_max == float('-inf'), 0)  # every key so far masked
+                probs = scores.sub_(shift.unsqueeze(-1)).exp2_()
+                if run_max is None:  # the first step: nothing to rescale
+                    run_sum = probs.sum(-1)
+                    _bmm_heads(probs, v_tile, run_out)
+                else:
+                    rescale = torch.exp2(run_max - shift)
+                    run_sum = run_sum * rescale + probs.sum(-1)
+                    _bmm_heads(probs, v_tile, run_out.mul_(rescale.unsqueeze(-1)), accumulate=True)
+                run_max = step_max
             attended = run_sum != 0  # NaN counts as attended
-            torch.div(run_out, torch.where(attended, run_sum, 1).unsqueeze(-1), out=out[:, rows, queries])
-            lse[:, rows, queries] = torch.where(attended, run_max + torch.log(run_sum), float('inf'))
-    return (_from_heads_outermost(out, batch, grid_h, grid_w, height, width, q.dtype),
-            _from_heads_outermost(lse, batch, grid_h, grid_w, height, width, lse.dtype))
-
-
-def _recompute(q_tile: Tensor, g_tile: Tensor, lse_tile: Tensor, routed: Tensor, k_rows: Tensor, v_rows: Tensor,
-               mask_rows: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-    """One step's routed keys, probabilities recomputed from the log-sum-exp, and dP = dO V^T."""
-    keys, values = _gather_keys(k_rows, routed), _gather_keys(v_rows, routed)
-    probs = _masked_scores(q_tile, keys, mask_rows, routed).sub_(lse_tile.unsqueeze(-1)).exp_()
-    return keys, probs, g_tile @ values.transpose(-2, -1)
+            run_out.div_(torch.where(attended, run_sum, 1).unsqueeze(-1))
+            out.index_copy_(0, query_tokens, _token_major(run_out, work['rows']).to(out.dtype))
+            log2_sum = torch.where(attended, run_max + torch.log2(run_sum), float('inf'))
+            lse.index_copy_(0, query_tokens, (log2_sum * _LN2).permute(1, 2, 0).reshape(query_tokens.numel(), heads))
+    return out.view(*q.shape[:4], plan.v_dim), lse.view(q.shape[:4])
 
 
 def _torch_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, region_index: Tensor,
@@ -414,43 +444,54 @@ def _torch_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, region_in
 
     The softmax's delta is rowsum(p * dP) / rowsum(p) over the recomputed p (as the Triton kernels), not
     rowsum(dO * O) from the saved output: in 16-bit dtypes that output is rounded, which a saturated softmax
-    turned into gradient errors of 0.35 where ds = p * (dP - delta) must cancel. A tile's first key group is
-    kept from the delta pass (usually the only one); the others are recomputed, so memory stays bounded."""
-    batch, height, width = q.shape[:3]
+    turned into gradient errors of 0.35 where ds = p * (dP - delta) must cancel. With a single key group
+    (the usual case) its p and dP are kept from the delta pass; several groups are recomputed, so memory
+    stays bounded. dQ of a tile is complete after its groups; dK and dV are added up over tiles."""
     acc = _accumulation_dtype(q.dtype)
-    plan = _Plan(q, region_index, grid_h, grid_w)
+    plan = _Plan(q, v, region_index, grid_h, grid_w)
     with torch.autocast(q.device.type, enabled=False):
-        mask_rows = _mask_rows(key_mask, batch, grid_h, grid_w)
-        g_rows, lse_rows = (_heads_outermost(x, grid_h, grid_w, acc) for x in (grad_out, lse))
-        q_rows = _heads_outermost(q, grid_h, grid_w, acc, scale)  # as in the forward
-        k_rows = _key_rows(k, grid_h, grid_w, acc, mask_rows)
-        v_rows = _key_rows(v, grid_h, grid_w, acc, mask_rows)
-        dq = torch.zeros_like(q_rows)  # dQ = scale dS K: scaled at the end
-        dk = torch.zeros_like(k_rows)
-        dv = torch.zeros_like(v_rows)
-        for rows, queries in plan.tiles():
-            tile = (q_rows[:, rows, queries].contiguous(), g_rows[:, rows, queries].contiguous(),
-                    lse_rows[:, rows, queries])
+        qf, kf, vf, gf = _token_rows(q), _token_rows(k), _token_rows(v), _token_rows(grad_out)
+        log2_lse = _token_rows(lse.unsqueeze(-1)).squeeze(-1) * _LOG2E  # (B * H * W, heads)
+        key_valid = _key_valid(key_mask, q)
+        dq = torch.empty(qf.shape, dtype=q.dtype, device=q.device)
+        dk = torch.zeros(kf.shape, dtype=acc, device=q.device)
+        dv = torch.zeros(vf.shape, dtype=acc, device=q.device)
+        work = plan.workspace(acc, q.device, 'q', 'k', 'v', 'out', 'scores', 'grads', 'dq', 'dk', 'dv', 'rows')
+        for rows, tile_tokens in plan.tiles():
+            regions, query_tokens = tile_tokens.shape[0], tile_tokens.reshape(-1)
+            q_tile = _per_head(_gather(qf, query_tokens, work['q']).mul_(scale * _LOG2E), regions)
+            g_tile = _per_head(_gather(gf, query_tokens, work['out']), regions)
+            heads, _, chunk = q_tile.shape[:3]
+            tile_lse = log2_lse.index_select(0, query_tokens).view(regions, chunk, heads).permute(2, 0, 1)
+
+            def recompute(keys: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                """The group's keys, values, probabilities p and dP = dO V^T."""
+                k_tile, v_tile, valid = _key_tiles(kf, vf, key_valid, keys, regions, work)
+                probs = _log2_scores(q_tile, k_tile, valid, work['scores']).sub_(tile_lse.unsqueeze(-1)).exp2_()
+                grads = _bmm_heads(g_tile, v_tile.transpose(-2, -1), _take(work['grads'], *probs.shape))
+                return k_tile, v_tile, probs, grads
+
             groups = list(plan.groups(rows))
-            first = _recompute(*tile, groups[0], k_rows, v_rows, mask_rows)
             p_dp = p_sum = 0
-            for i, routed in enumerate(groups):
-                _, probs, dp = first if i == 0 else _recompute(*tile, routed, k_rows, v_rows, mask_rows)
-                p_dp, p_sum = p_dp + (probs * dp).sum(-1), p_sum + probs.sum(-1)
+            for keys in groups:
+                _, _, probs, grads = step = recompute(keys)
+                p_dp, p_sum = p_dp + (probs * grads).sum(-1), p_sum + probs.sum(-1)
             delta = (p_dp / torch.where(p_sum == 0, 1, p_sum)).unsqueeze(-1)  # no key attended: p = 0
-            for i, routed in enumerate(groups):
-                keys, probs, dp = first if i == 0 else _recompute(*tile, routed, k_rows, v_rows, mask_rows)
-                dscores = probs * (dp - delta)
-                _scatter_keys(dv, routed, probs.transpose(-2, -1) @ tile[1])
-                _scatter_keys(dk, routed, dscores.transpose(-2, -1) @ tile[0])  # scaled q: dK = dS^T (scale Q)
-                dq[:, rows, queries] += dscores @ keys
-            del first
-        dq *= scale
-        if mask_rows is not None:  # masked keys take no part: zero gradients, even next to a NaN query
-            dk.masked_fill_(~mask_rows[None, ..., None], 0)
-            dv.masked_fill_(~mask_rows[None, ..., None], 0)
-    return tuple(_from_heads_outermost(grad, batch, grid_h, grid_w, height, width, x.dtype)
-                 for grad, x in ((dq, q), (dk, k), (dv, v)))
+            dq_tile = _take(work['dq'], *q_tile.shape)
+            for i, keys in enumerate(groups):
+                k_tile, _, probs, grads = step if len(groups) == 1 else recompute(keys)
+                dscores = grads.sub_(delta).mul_(probs)
+                dv_tile = _bmm_heads(probs.transpose(-2, -1), g_tile, _take(work['dv'], *k_tile.shape[:3], plan.v_dim))
+                dk_tile = _bmm_heads(dscores.transpose(-2, -1), q_tile, _take(work['dk'], *k_tile.shape))
+                dv.index_add_(0, keys, _token_major(dv_tile, work['rows']))
+                dk.index_add_(0, keys, _token_major(dk_tile, work['rows']))
+                _bmm_heads(dscores, k_tile, dq_tile, accumulate=i > 0)
+            dq.index_copy_(0, query_tokens, _token_major(dq_tile.mul_(scale), work['rows']).to(dq.dtype))
+        dk *= _LN2  # dK = dS^T (scale Q): the tiles' queries carry scale * log2(e)
+        if key_valid is not None:  # masked keys take no part: zero gradients, even next to a NaN query
+            dk.masked_fill_(~key_valid[:, None, None], 0)
+            dv.masked_fill_(~key_valid[:, None, None], 0)
+    return dq.view(q.shape), dk.to(k.dtype).view(k.shape), dv.to(v.dtype).view(v.shape)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -664,7 +705,8 @@ def _flex_attention(q: Tensor, k: Tensor, v: Tensor, region_index: Tensor, key_m
     kernel (like PyTorch's other CPU attention kernels) gives a NaN logit zero weight, so a NaN in q
     or k would vanish there; on CPU (forward only) a NaN key therefore turns its value NaN and a
     non-finite query that attends any key its output (an infinite key is left to the kernel: turning
-    its value NaN would also poison the queries whose logit with it is -inf, which softmax weighs 0). On CUDA the kernel's own arithmetic carries them.
+    its value NaN would also poison the queries whose logit with it is -inf, which softmax weighs 0). On CUDA
+    the kernel's own arithmetic carries them.
     Under a ``torch.compile`` backend other than inductor, FlexAttention runs its dense reference
     (every score of the sequence, and no such locality).
 
