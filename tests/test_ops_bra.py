@@ -6,6 +6,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 
 import pytest
 import torch
@@ -155,6 +156,32 @@ def test_torch_path_tiles_keys_queries_and_rows(monkeypatch, dtype, atol):
     mask = torch.rand(2, 6, 8) > 0.4
     mask[1, :3, :4] = False
     check_against_reference(dict(shape=(2, 6, 8, 2, 4, 4), grid=(2, 2), topk=4, mask=mask), 'torch', dtype, atol)
+
+
+def test_torch_path_reuses_its_step_buffer_without_aliasing_results():
+    """The CPU step buffer is kept between calls: results of one call must not change with the next, in
+    this thread or another."""
+    index = random_index(2, 4, 2)
+    first, second = make_qkv(2, 4, 6, 2, 4), make_qkv(2, 4, 6, 2, 4)
+
+    def run(qkv):
+        out = bra_attention(*qkv, index, (2, 2), backend='torch')
+        return (out.detach(), *torch.autograd.grad(out, qkv, torch.ones_like(out)))
+
+    results = run(first)
+    kept = [t.clone() for t in results]
+    serial = run(second)
+    in_threads = []
+    threads = [threading.Thread(target=lambda: in_threads.append(run(second))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(in_threads) == 2 and all(torch.equal(a, b) for got in in_threads for a, b in zip(got, serial))
+    for got, want in zip(results, kept):
+        assert torch.equal(got, want)
+    for got, want in zip(run(first), kept):  # the same result from a buffer other calls wrote
+        assert torch.equal(got, want)
 
 
 def test_gradcheck_float64():

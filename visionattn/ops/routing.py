@@ -108,6 +108,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 import warnings
 from typing import Optional
 
@@ -309,17 +310,34 @@ class _Plan:
             yield self.region_tokens[self.routed_rows[rows, j0:j0 + self.group]].reshape(-1)
 
     def workspace(self, dtype: torch.dtype, device: torch.device, *names: str) -> dict[str, Tensor]:
-        """One flat buffer per name, large enough for any step: ``q``/``dq``, ``k``/``dk``, ``v``/``dv``,
-        ``out``, ``scores``, ``grads`` (dP) and ``rows`` (a tile token-major). Steps write into these with
-        ``out=`` and in-place ops: fresh tensors of a few hundred KiB per step were page-faulted in again on
-        every step (the allocator hands freed blocks back to the system), which cost more than the arithmetic."""
+        """A buffer per name, large enough for any step: ``q``/``dq``, ``k``/``dk``, ``v``/``dv``, ``out``,
+        ``scores``, ``grads`` (dP) and ``rows`` (a tile token-major); sections of :func:`_step_buffer`."""
         queries = min(self.rows, self.row_chunk) * self.query_chunk * self.heads
         keys = min(self.rows, self.row_chunk) * self.group * self.tokens * self.heads
         scores = queries * self.group * self.tokens
         sizes = dict(q=queries * self.qk_dim, dq=queries * self.qk_dim, out=queries * self.v_dim,
                      k=keys * self.qk_dim, dk=keys * self.qk_dim, v=keys * self.v_dim, dv=keys * self.v_dim,
                      scores=scores, grads=scores, rows=keys * max(self.qk_dim, self.v_dim))
-        return {name: torch.empty(sizes[name], dtype=dtype, device=device) for name in names}
+        total = sum(sizes[name] for name in names)
+        flat = _step_buffer(total, dtype, device)[:total]
+        return dict(zip(names, flat.split([sizes[name] for name in names])))
+
+
+_step_buffers = threading.local()  # per thread: {dtype: flat CPU tensor}, see _step_buffer
+
+
+def _step_buffer(numel: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A flat tensor of at least ``numel`` elements for one call's steps, which write into it with ``out=``
+    and in-place ops. On CPU it is kept (per thread and dtype, grown to the largest call) and reused by the
+    next call: a fresh one is page-faulted in anew whenever the allocator has handed the freed one back to
+    the system, which depends on the process's allocation history and cost 6 of 16 ms at BiFormer-S stage 2.
+    On other devices the caching allocator already reuses memory."""
+    if device.type != 'cpu':
+        return torch.empty(numel, dtype=dtype, device=device)
+    buffers = _step_buffers.__dict__.setdefault('by_dtype', {})
+    if dtype not in buffers or buffers[dtype].numel() < numel:
+        buffers[dtype] = torch.empty(numel, dtype=dtype)
+    return buffers[dtype]
 
 
 def _take(buffer: Tensor, *shape: int) -> Tensor:
