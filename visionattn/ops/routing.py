@@ -95,14 +95,17 @@ The ``masked`` padding mode passes ``token_mask = (rows < H)[:, None] & (cols < 
 keys. timm and the OpenMMLab packages have no routed attention, hence this module.
 
 The PyTorch path works in steps whose working set stays within ``_STEP_BUDGET`` elements, whatever
-``topk``: each step gathers (``index_select``, from the inputs' own layout into buffers reused by every step)
-the tokens of a chunk of query regions (or of one region's queries) and of a group of their routed regions,
-all ``topk`` when they fit, and attends them with an online softmax across groups; the backward recomputes
-the scores from the saved log-sum-exp (flash-attention style), writes dQ a tile at a time and adds dK and
-dV up with ``index_add_``. Beyond the step buffers its memory is the output (in the backward dQ and
-float32 dK, dV). Gathering per step instead of laying q, k, v out region by region once is what made it
-fast on CPU: those fresh multi-MiB copies cost more in page faults than the attention's arithmetic
-(BiFormer-S stage 2 forward, one thread: 13.3-14.0 ms -> 9.8-10.4 ms; ``benchmarks/kernels_cpu.md``).
+``topk``: each step gathers (``index_select``, from the inputs' own layout) the tokens of a chunk of query
+regions (or of one region's queries) and of a group of their routed regions, all ``topk`` when they fit, and
+attends them with an online softmax across groups; the backward recomputes the scores from the saved
+log-sum-exp (flash-attention style), writes dQ a tile at a time and adds dK and dV up with ``index_add_``.
+Besides its results (in the backward also float32 dK, dV) it uses one step buffer, which on CPU is kept
+per thread and dtype for the next call (its size follows the budget, not the input: 4.6-5.7 MiB for the
+forward, 7.9-9.5 MiB with the backward at BiFormer-S's stages 1-3 in float32; :func:`release_step_buffers`
+frees it). Gathering per step into a
+kept buffer, instead of laying q, k, v out region by region in fresh tensors on every call, is what made
+it fast on CPU: those copies cost more in page faults than the attention's arithmetic (BiFormer-S stage 2
+forward, one thread: 13.3-14.0 ms -> 9.8-10.4 ms; ``benchmarks/kernels_cpu.md``).
 """
 from __future__ import annotations
 
@@ -120,9 +123,10 @@ from torch.utils.flop_counter import register_flop_formula
 from ..errors import UnsupportedBackendError
 from .dispatch import autocast_inputs, select_backend, triton_interpreted
 
-__all__ = ['bra_routing', 'bra_attention', 'bi_level_routing_attention', 'bra_attention_reference']
+__all__ = ['bra_routing', 'bra_attention', 'bi_level_routing_attention', 'bra_attention_reference',
+           'release_step_buffers']
 
-_STEP_BUDGET = 1 << 21  # elements of one step's working set in the PyTorch path (8 MiB in float32; module docstring)
+_STEP_BUDGET = 1 << 20  # elements of one step's working set in the PyTorch path (4 MiB in float32; module docstring)
 _LOG2E, _LN2 = 1 / math.log(2), math.log(2)
 
 
@@ -338,6 +342,12 @@ def _step_buffer(numel: int, dtype: torch.dtype, device: torch.device) -> Tensor
     if dtype not in buffers or buffers[dtype].numel() < numel:
         buffers[dtype] = torch.empty(numel, dtype=dtype)
     return buffers[dtype]
+
+
+def release_step_buffers() -> None:
+    """Free this thread's kept CPU step buffers of the PyTorch path (module docstring); the next call
+    makes them anew."""
+    _step_buffers.__dict__.pop('by_dtype', None)
 
 
 def _take(buffer: Tensor, *shape: int) -> Tensor:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from ...ops import bra_attention, bra_routing
 from ...ops.dispatch import triton_interpreted
+from ...ops.routing import release_step_buffers
 
 from ..profiling import peak_mib, time_ms
 from .common import Row, attention_tflops, dtype_name, fresh_compile
@@ -138,6 +139,7 @@ def measure(cases: list[Case], device: torch.device, deadline: Optional[float] =
             case.row.ms = time_ms(case.make(), device, warmup=case.warmup, repeat=case.repeat)
             case.row.tflops = case.flops(case.row.ms) if case.flops else None
             fn = case.make()
+            release_step_buffers()  # the PyTorch path keeps its CPU step buffer between calls: count it
             case.row.peak_mib = peak_mib(fn, device)
         except Exception as error:  # noqa: BLE001 - reported in the table, not fatal
             _add_note(case.row, _failure(error))
