@@ -160,9 +160,12 @@ def test_torch_path_tiles_keys_queries_and_rows(monkeypatch, dtype, atol):
 
 def test_torch_path_reuses_its_step_buffer_without_aliasing_results():
     """The CPU step buffer is kept between calls: results of one call must not change with the next, in
-    this thread or another."""
+    this thread or another, and a buffer first made under inference mode must serve a later training call."""
     index = random_index(2, 4, 2)
     first, second = make_qkv(2, 4, 6, 2, 4), make_qkv(2, 4, 6, 2, 4)
+    routing.release_step_buffers()
+    with torch.inference_mode():
+        bra_attention(*(t.detach() for t in second), index, (2, 2), backend='torch')
 
     def run(qkv):
         out = bra_attention(*qkv, index, (2, 2), backend='torch')

@@ -340,7 +340,8 @@ def _step_buffer(numel: int, dtype: torch.dtype, device: torch.device) -> Tensor
         return torch.empty(numel, dtype=dtype, device=device)
     buffers = _step_buffers.__dict__.setdefault('by_dtype', {})
     if dtype not in buffers or buffers[dtype].numel() < numel:
-        buffers[dtype] = torch.empty(numel, dtype=dtype)
+        with torch.inference_mode(False):  # an inference tensor could not be written by a later normal call
+            buffers[dtype] = torch.empty(numel, dtype=dtype)
     return buffers[dtype]
 
 
